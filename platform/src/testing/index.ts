@@ -1,0 +1,3 @@
+export * from "./database.js";
+export * from "./pki.js";
+export * from "./processes.js";
