@@ -68,7 +68,7 @@ export function authorizationInterceptor(bindings: PolicyBinding[], revocations:
     }
     if (peer.state === "rejected") throw new ConnectError(peer.reason, Code.Unauthenticated);
     const principal = peer.principal;
-    if (revocations.has(principal.serialHex)) {
+    if (revocations.isRevoked(principal)) {
       throw new ConnectError(
         `certificate ${principal.serialHex} of ${principal.kind} "${principal.id}" has been revoked; re-enroll to get a new identity`,
         Code.Unauthenticated,
@@ -98,7 +98,7 @@ async function* cutOnRevocation<T>(
 ): AsyncGenerator<T> {
   let revoked!: () => void;
   const revokedSignal = new Promise<"revoked">((resolve) => (revoked = () => resolve("revoked")));
-  const unwatch = revocations.watch(principal.serialHex, revoked);
+  const unwatch = revocations.watch(principal, revoked);
   const iterator = messages[Symbol.asyncIterator]();
   try {
     for (;;) {

@@ -23,3 +23,8 @@ export * from "./pki/pem.js";
 export * from "./pki/principal-kinds.js";
 export * from "./pki/spiffe.js";
 export { x509 } from "./pki/x509.js";
+export * from "./identity-store.js";
+export * from "./plain-http.js";
+export * from "./revocation-feed.js";
+export * from "./service-identity.js";
+export * from "./service-runtime.js";

@@ -18,6 +18,7 @@ export interface Principal {
   /** For admins: the role from the grant. */
   adminRole?: AdminRole;
   serialHex: string;
+  notBefore: Date;
   notAfter: Date;
   fingerprintSha256: string;
 }
@@ -62,6 +63,7 @@ export function principalFromCertificate(der: Uint8Array, trustDomain: string): 
     spiffeId: facts.spiffeId!,
     trustDomain,
     serialHex: facts.serialHex,
+    notBefore: facts.notBefore,
     notAfter: facts.notAfter,
     fingerprintSha256: facts.fingerprintSha256,
   };
