@@ -113,7 +113,8 @@ export async function startService<X extends z.ZodRawShape>(
   const shutdown = new AbortController();
   const revocations = new RevocationSet();
   const metrics = createMetricsRegistry(def.name);
-  let server: RpcServer | undefined;
+  // The identity is created before the server it feeds, so renewals reach the server through here.
+  const serverRef: { current?: RpcServer } = {};
 
   const initial = loadIdentity(config.identityDir);
   const peerId = (peer: ServiceName) =>
@@ -145,11 +146,11 @@ export async function startService<X extends z.ZodRawShape>(
     dir: config.identityDir,
     renew,
     logger,
-    onRenewed: (creds) => server?.updateCredentials(creds),
+    onRenewed: (creds) => serverRef.current?.updateCredentials(creds),
   });
 
   const parts = await def.build(context);
-  server = await createRpcServer({
+  const running = await createRpcServer({
     name: def.name,
     trustDomain: config.trustDomain,
     credentials: initial,
@@ -163,7 +164,7 @@ export async function startService<X extends z.ZodRawShape>(
     metrics,
     ...(parts.httpRoutes ? { httpRoutes: parts.httpRoutes } : {}),
   });
-  const running = server;
+  serverRef.current = running;
   await parts.start?.(running);
   identity.start();
 
