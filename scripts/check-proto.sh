@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Contract checks: buf lint (STANDARD), buf format, generated code up to date, and no breaking change
-# against the previous commit that had contracts.
+# Contract checks: buf lint (STANDARD), buf format, generated code up to date (the TypeScript and the
+# descriptor set with source info that the fabric CLI builds its commands and help from), and no breaking
+# change against the previous commit that had contracts.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 buf=node_modules/.bin/buf
@@ -11,6 +12,8 @@ buf=node_modules/.bin/buf
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 "$buf" generate -o "$tmp"
+# After generate: buf.gen.yaml's `clean: true` empties proto/gen first.
+"$buf" build -o "$tmp/proto/gen/descriptors.binpb"
 if ! diff -r "$tmp/proto/gen" proto/gen >"$tmp/diff.txt"; then
   head -n 40 "$tmp/diff.txt"
   echo "proto/gen is stale: run 'npm run generate' and commit the result" >&2

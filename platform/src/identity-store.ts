@@ -1,5 +1,6 @@
-import { chmodSync, existsSync, mkdirSync, readFileSync, renameSync, writeFileSync } from "node:fs";
+import { existsSync, mkdirSync, readFileSync } from "node:fs";
 import { join } from "node:path";
+import { writeFileAtomic } from "./atomic-file.js";
 import { splitCertificates } from "./pki/pem.js";
 import type { TlsCredentials } from "./tls-credentials.js";
 
@@ -36,19 +37,13 @@ export function loadIdentity(dir: string): TlsCredentials {
 }
 
 /**
- * Writes all four files, each atomically (temp file + rename), key last-but-not-least with mode 0600, so a
- * crash mid-write leaves either the old or the new identity readable, never a torn file.
+ * Writes all four files, each atomically, the key with mode 0600, so a crash mid-write never leaves a
+ * torn file. The certificate goes last: readers that see a new certificate also see its key.
  */
 export function saveIdentity(dir: string, creds: TlsCredentials): void {
   mkdirSync(dir, { recursive: true, mode: 0o700 });
-  const write = (name: string, content: string, mode: number) => {
-    const tmp = join(dir, `.${name}.tmp`);
-    writeFileSync(tmp, content, { mode });
-    chmodSync(tmp, mode);
-    renameSync(tmp, join(dir, name));
-  };
-  write(IDENTITY_FILES.key, creds.privateKeyPem, 0o600);
-  write(IDENTITY_FILES.chain, creds.chainPem.join(""), 0o644);
-  write(IDENTITY_FILES.ca, creds.caBundlePem, 0o644);
-  write(IDENTITY_FILES.cert, creds.certificatePem, 0o644);
+  writeFileAtomic(join(dir, IDENTITY_FILES.key), creds.privateKeyPem, 0o600);
+  writeFileAtomic(join(dir, IDENTITY_FILES.chain), creds.chainPem.join(""));
+  writeFileAtomic(join(dir, IDENTITY_FILES.ca), creds.caBundlePem);
+  writeFileAtomic(join(dir, IDENTITY_FILES.cert), creds.certificatePem);
 }

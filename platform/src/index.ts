@@ -28,3 +28,6 @@ export * from "./plain-http.js";
 export * from "./revocation-feed.js";
 export * from "./service-identity.js";
 export * from "./service-runtime.js";
+export * from "./atomic-file.js";
+export * from "./remote-address.js";
+export * from "./paging.js";

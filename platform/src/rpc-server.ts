@@ -17,6 +17,7 @@ import { createMetricsRegistry, rpcMetricsInterceptor } from "./metrics.js";
 import { createPlainHttpServer, type PlainRoute } from "./plain-http.js";
 import { kPeer, peerIdentityOf } from "./principal.js";
 import { REFLECTION_POLICIES, registerReflectionService } from "./reflection.js";
+import { kRemoteAddress, remoteAddressOf } from "./remote-address.js";
 import { RevocationSet } from "./revocation.js";
 import { errorInterceptor } from "./rpc-errors.js";
 import { secureContextOptions, type TlsCredentials } from "./tls-credentials.js";
@@ -117,7 +118,10 @@ export async function createRpcServer(options: RpcServerOptions): Promise<RpcSer
       authorizationInterceptor(bindings, revocations),
       ...(options.interceptors ?? []),
     ],
-    contextValues: (req) => createContextValues().set(kPeer, peerIdentityOf(req, options.trustDomain)),
+    contextValues: (req) =>
+      createContextValues()
+        .set(kPeer, peerIdentityOf(req, options.trustDomain))
+        .set(kRemoteAddress, remoteAddressOf(req)),
   });
 
   const server = http2.createSecureServer(

@@ -102,7 +102,7 @@ export async function startService<X extends z.ZodRawShape>(
   const schema = z.object({ ...baseSettings(def.defaults), ...def.settings });
   const config = loadConfig(schema, { env, aliases: { databaseUrl: "DATABASE_URL" } }) as C &
     z.infer<z.ZodObject<BaseShape>>;
-  const tracing = startTracing({
+  const tracing = await startTracing({
     service: def.name,
     ...(config.traceFile ? { traceFile: config.traceFile } : {}),
     ...(config.otlpEndpoint ? { otlpEndpoint: config.otlpEndpoint } : {}),

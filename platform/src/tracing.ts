@@ -12,15 +12,7 @@ import {
   type TextMapSetter,
 } from "@opentelemetry/api";
 import { ExportResultCode, W3CTraceContextPropagator, type ExportResult } from "@opentelemetry/core";
-import { NodeSDK } from "@opentelemetry/sdk-node";
-import {
-  BatchSpanProcessor,
-  SimpleSpanProcessor,
-  type ReadableSpan,
-  type SpanExporter,
-  type SpanProcessor,
-} from "@opentelemetry/sdk-trace-base";
-import { OTLPTraceExporter } from "@opentelemetry/exporter-trace-otlp-http";
+import type { ReadableSpan, SpanExporter, SpanProcessor } from "@opentelemetry/sdk-trace-base";
 import { ConnectError, type Interceptor } from "@connectrpc/connect";
 
 /** Writes finished spans as JSON lines: handy locally, and how tests see a trace cross processes. */
@@ -61,9 +53,17 @@ export interface TracingOptions {
 
 /**
  * Starts OpenTelemetry for this process. With no exporter configured spans are still created, so trace
- * ids flow between services and into logs; nothing leaves the process.
+ * ids flow between services and into logs; nothing leaves the process. The SDK is imported here, not at
+ * module load, so short-lived processes that never trace (the CLI) don't pay for loading it.
  */
-export function startTracing(options: TracingOptions): { shutdown(): Promise<void> } {
+export async function startTracing(options: TracingOptions): Promise<{ shutdown(): Promise<void> }> {
+  const [{ NodeSDK }, { BatchSpanProcessor, SimpleSpanProcessor }, { OTLPTraceExporter }] = await Promise.all(
+    [
+      import("@opentelemetry/sdk-node"),
+      import("@opentelemetry/sdk-trace-base"),
+      import("@opentelemetry/exporter-trace-otlp-http"),
+    ],
+  );
   const spanProcessors: SpanProcessor[] = [];
   if (options.traceFile)
     spanProcessors.push(new SimpleSpanProcessor(new JsonLinesSpanExporter(options.traceFile)));

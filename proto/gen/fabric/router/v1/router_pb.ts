@@ -18,7 +18,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file fabric/router/v1/router.proto.
  */
 export const file_fabric_router_v1_router: GenFile = /*@__PURE__*/
-  fileDesc("Ch1mYWJyaWMvcm91dGVyL3YxL3JvdXRlci5wcm90bxIQZmFicmljLnJvdXRlci52MSIlCgxXYXRjaFJlcXVlc3QSFQoNa25vd25fdmVyc2lvbhgBIAEoBCJKCg1XYXRjaFJlc3BvbnNlEjkKD3NpZ25lZF9zbmFwc2hvdBgBIAEoCzIgLmZhYnJpYy5yb3V0ZXIudjEuU2lnbmVkU25hcHNob3QibAoOU2lnbmVkU25hcHNob3QSEAoIc25hcHNob3QYASABKAwSEQoJc2lnbmF0dXJlGAIgASgMEhsKE3NpZ25hdHVyZV9hbGdvcml0aG0YAyABKAkSGAoQc2lnbmVyX2NoYWluX3BlbRgEIAMoCSL1AgoIU25hcHNob3QSDwoHbm9kZV9pZBgBIAEoCRISCgpjbHVzdGVyX2lkGAIgASgJEg8KB3ZlcnNpb24YAyABKAQSMAoMZ2VuZXJhdGVkX2F0GAQgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBINCgVyb2xlcxgFIAMoCRIlCgVwZWVycxgGIAMoCzIWLmZhYnJpYy5yb3V0ZXIudjEuUGVlchInCgZyb3V0ZXMYByADKAsyFy5mYWJyaWMucm91dGVyLnYxLlJvdXRlEjMKDGVudHJ5X3BvbGljeRgIIAEoCzIdLmZhYnJpYy5yb3V0ZXIudjEuRW50cnlQb2xpY3kSNQoJd29ya2xvYWRzGAkgAygLMiIuZmFicmljLnJvdXRlci52MS5Bc3NpZ25lZFdvcmtsb2FkEjYKCXJlc291cmNlcxgKIAMoCzIjLmZhYnJpYy5yb3V0ZXIudjEuUmVzb3VyY2VSZWZlcmVuY2UicwoEUGVlchIPCgdub2RlX2lkGAEgASgJEigKBHRpZXIYAiABKA4yGi5mYWJyaWMucm91dGVyLnYxLlBlZXJUaWVyEhEKCWFkZHJlc3NlcxgDIAMoCRINCgVzY29yZRgEIAEoARIOCgZyZWdpb24YBSABKAkiswEKBVJvdXRlEgoKAmlkGAEgASgJEhgKDmVncmVzc19wb29sX2lkGAIgASgJSAASGQoPc2VydmljZV9ub2RlX2lkGAMgASgJSAASFwoPb3JnYW5pemF0aW9uX2lkGAQgASgJEhgKEG5leHRfaG9wX25vZGVfaWQYBSABKAkSGQoRZmFpbG92ZXJfbm9kZV9pZHMYBiADKAkSDAoEY29zdBgHIAEoAUINCgtkZXN0aW5hdGlvbiJaCgtFbnRyeVBvbGljeRIYChBvcmdhbml6YXRpb25faWRzGAEgAygJEhcKD2VncmVzc19wb29sX2lkcxgCIAMoCRIYChBsaXN0ZW5fYWRkcmVzc2VzGAMgAygJIlQKEEFzc2lnbmVkV29ya2xvYWQSLAoEc3BlYxgBIAEoCzIeLmZhYnJpYy5jb21tb24udjEuV29ya2xvYWRTcGVjEhIKCmdlbmVyYXRpb24YAiABKAQiWwoRUmVzb3VyY2VSZWZlcmVuY2USDAoEdHlwZRgBIAEoCRIKCgJpZBgCIAEoCRIXCg9vcmdhbml6YXRpb25faWQYAyABKAkSEwoLd29ya2xvYWRfaWQYBCABKAkiNQoORXhwbGFpblJlcXVlc3QSDwoHbm9kZV9pZBgBIAEoCRISCgpjbHVzdGVyX2lkGAIgASgJIpwBCg9FeHBsYWluUmVzcG9uc2USDwoHbm9kZV9pZBgBIAEoCRISCgpjbHVzdGVyX2lkGAIgASgJEhgKEHNuYXBzaG90X3ZlcnNpb24YAyABKAQSFQoNYWN0aXZlX3RhcmdldBgEIAEoDRIzCgpjYW5kaWRhdGVzGAUgAygLMh8uZmFicmljLnJvdXRlci52MS5QZWVyQ2FuZGlkYXRlIowCCg1QZWVyQ2FuZGlkYXRlEg8KB25vZGVfaWQYASABKAkSKAoEdGllchgCIAEoDjIaLmZhYnJpYy5yb3V0ZXIudjEuUGVlclRpZXISFwoPZXhjbHVkZWRfcmVhc29uGAMgASgJEjAKBnNjb3JlcxgEIAEoCzIgLmZhYnJpYy5yb3V0ZXIudjEuU2NvcmVCcmVha2Rvd24SKgoHbGF0ZW5jeRgFIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbhISCgpsb3NzX3JhdGlvGAYgASgCEgwKBGxvYWQYByABKAISDgoGcmVnaW9uGAggASgJEhcKD3JlY2VudF9mYWlsdXJlcxgJIAEoDSKeAQoOU2NvcmVCcmVha2Rvd24SDwoHbGF0ZW5jeRgBIAEoARIMCgRsb3NzGAIgASgBEgwKBGxvYWQYAyABKAESDgoGcmVnaW9uGAQgASgBEhgKEHJvbGVfc3VpdGFiaWxpdHkYBSABKAESDQoFdHJ1c3QYBiABKAESFwoPcmVjZW50X2ZhaWx1cmVzGAcgASgBEg0KBXRvdGFsGAggASgBKmMKCFBlZXJUaWVyEhkKFVBFRVJfVElFUl9VTlNQRUNJRklFRBAAEhQKEFBFRVJfVElFUl9BQ1RJVkUQARISCg5QRUVSX1RJRVJfV0FSTRACEhIKDlBFRVJfVElFUl9DT0xEEAMyqwEKDVJvdXRlclNlcnZpY2USSgoFV2F0Y2gSHi5mYWJyaWMucm91dGVyLnYxLldhdGNoUmVxdWVzdBofLmZhYnJpYy5yb3V0ZXIudjEuV2F0Y2hSZXNwb25zZTABEk4KB0V4cGxhaW4SIC5mYWJyaWMucm91dGVyLnYxLkV4cGxhaW5SZXF1ZXN0GiEuZmFicmljLnJvdXRlci52MS5FeHBsYWluUmVzcG9uc2ViBnByb3RvMw", [file_fabric_common_v1_workload, file_google_protobuf_duration, file_google_protobuf_timestamp]);
+  fileDesc("Ch1mYWJyaWMvcm91dGVyL3YxL3JvdXRlci5wcm90bxIQZmFicmljLnJvdXRlci52MSJKCgxXYXRjaFJlcXVlc3QSFQoNa25vd25fdmVyc2lvbhgBIAEoBBIPCgdub2RlX2lkGAIgASgJEhIKCmNsdXN0ZXJfaWQYAyABKAkiSgoNV2F0Y2hSZXNwb25zZRI5Cg9zaWduZWRfc25hcHNob3QYASABKAsyIC5mYWJyaWMucm91dGVyLnYxLlNpZ25lZFNuYXBzaG90ImwKDlNpZ25lZFNuYXBzaG90EhAKCHNuYXBzaG90GAEgASgMEhEKCXNpZ25hdHVyZRgCIAEoDBIbChNzaWduYXR1cmVfYWxnb3JpdGhtGAMgASgJEhgKEHNpZ25lcl9jaGFpbl9wZW0YBCADKAki9QIKCFNuYXBzaG90Eg8KB25vZGVfaWQYASABKAkSEgoKY2x1c3Rlcl9pZBgCIAEoCRIPCgd2ZXJzaW9uGAMgASgEEjAKDGdlbmVyYXRlZF9hdBgEIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASDQoFcm9sZXMYBSADKAkSJQoFcGVlcnMYBiADKAsyFi5mYWJyaWMucm91dGVyLnYxLlBlZXISJwoGcm91dGVzGAcgAygLMhcuZmFicmljLnJvdXRlci52MS5Sb3V0ZRIzCgxlbnRyeV9wb2xpY3kYCCABKAsyHS5mYWJyaWMucm91dGVyLnYxLkVudHJ5UG9saWN5EjUKCXdvcmtsb2FkcxgJIAMoCzIiLmZhYnJpYy5yb3V0ZXIudjEuQXNzaWduZWRXb3JrbG9hZBI2CglyZXNvdXJjZXMYCiADKAsyIy5mYWJyaWMucm91dGVyLnYxLlJlc291cmNlUmVmZXJlbmNlInMKBFBlZXISDwoHbm9kZV9pZBgBIAEoCRIoCgR0aWVyGAIgASgOMhouZmFicmljLnJvdXRlci52MS5QZWVyVGllchIRCglhZGRyZXNzZXMYAyADKAkSDQoFc2NvcmUYBCABKAESDgoGcmVnaW9uGAUgASgJIrMBCgVSb3V0ZRIKCgJpZBgBIAEoCRIYCg5lZ3Jlc3NfcG9vbF9pZBgCIAEoCUgAEhkKD3NlcnZpY2Vfbm9kZV9pZBgDIAEoCUgAEhcKD29yZ2FuaXphdGlvbl9pZBgEIAEoCRIYChBuZXh0X2hvcF9ub2RlX2lkGAUgASgJEhkKEWZhaWxvdmVyX25vZGVfaWRzGAYgAygJEgwKBGNvc3QYByABKAFCDQoLZGVzdGluYXRpb24iWgoLRW50cnlQb2xpY3kSGAoQb3JnYW5pemF0aW9uX2lkcxgBIAMoCRIXCg9lZ3Jlc3NfcG9vbF9pZHMYAiADKAkSGAoQbGlzdGVuX2FkZHJlc3NlcxgDIAMoCSJUChBBc3NpZ25lZFdvcmtsb2FkEiwKBHNwZWMYASABKAsyHi5mYWJyaWMuY29tbW9uLnYxLldvcmtsb2FkU3BlYxISCgpnZW5lcmF0aW9uGAIgASgEIlsKEVJlc291cmNlUmVmZXJlbmNlEgwKBHR5cGUYASABKAkSCgoCaWQYAiABKAkSFwoPb3JnYW5pemF0aW9uX2lkGAMgASgJEhMKC3dvcmtsb2FkX2lkGAQgASgJIjUKDkV4cGxhaW5SZXF1ZXN0Eg8KB25vZGVfaWQYASABKAkSEgoKY2x1c3Rlcl9pZBgCIAEoCSKIAgoPRXhwbGFpblJlc3BvbnNlEg8KB25vZGVfaWQYASABKAkSEgoKY2x1c3Rlcl9pZBgCIAEoCRIYChBzbmFwc2hvdF92ZXJzaW9uGAMgASgEEhUKDWFjdGl2ZV90YXJnZXQYBCABKA0SMwoKY2FuZGlkYXRlcxgFIAMoCzIfLmZhYnJpYy5yb3V0ZXIudjEuUGVlckNhbmRpZGF0ZRISCgpub2RlX2NsYXNzGAYgASgJEhIKCmFjdGl2ZV9taW4YByABKA0SEwoLd2FybV90YXJnZXQYCCABKA0SEwoLY29sZF90YXJnZXQYCSABKA0SGAoQb21pdHRlZF9leGNsdWRlZBgKIAEoDSKMAgoNUGVlckNhbmRpZGF0ZRIPCgdub2RlX2lkGAEgASgJEigKBHRpZXIYAiABKA4yGi5mYWJyaWMucm91dGVyLnYxLlBlZXJUaWVyEhcKD2V4Y2x1ZGVkX3JlYXNvbhgDIAEoCRIwCgZzY29yZXMYBCABKAsyIC5mYWJyaWMucm91dGVyLnYxLlNjb3JlQnJlYWtkb3duEioKB2xhdGVuY3kYBSABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24SEgoKbG9zc19yYXRpbxgGIAEoAhIMCgRsb2FkGAcgASgCEg4KBnJlZ2lvbhgIIAEoCRIXCg9yZWNlbnRfZmFpbHVyZXMYCSABKA0isQEKDlNjb3JlQnJlYWtkb3duEg8KB2xhdGVuY3kYASABKAESDAoEbG9zcxgCIAEoARIMCgRsb2FkGAMgASgBEg4KBnJlZ2lvbhgEIAEoARIYChByb2xlX3N1aXRhYmlsaXR5GAUgASgBEg0KBXRydXN0GAYgASgBEhcKD3JlY2VudF9mYWlsdXJlcxgHIAEoARINCgV0b3RhbBgIIAEoARIRCglkaXZlcnNpdHkYCSABKAEqYwoIUGVlclRpZXISGQoVUEVFUl9USUVSX1VOU1BFQ0lGSUVEEAASFAoQUEVFUl9USUVSX0FDVElWRRABEhIKDlBFRVJfVElFUl9XQVJNEAISEgoOUEVFUl9USUVSX0NPTEQQAzKrAQoNUm91dGVyU2VydmljZRJKCgVXYXRjaBIeLmZhYnJpYy5yb3V0ZXIudjEuV2F0Y2hSZXF1ZXN0Gh8uZmFicmljLnJvdXRlci52MS5XYXRjaFJlc3BvbnNlMAESTgoHRXhwbGFpbhIgLmZhYnJpYy5yb3V0ZXIudjEuRXhwbGFpblJlcXVlc3QaIS5mYWJyaWMucm91dGVyLnYxLkV4cGxhaW5SZXNwb25zZWIGcHJvdG8z", [file_fabric_common_v1_workload, file_google_protobuf_duration, file_google_protobuf_timestamp]);
 
 /**
  * Opens a snapshot stream.
@@ -33,6 +33,23 @@ export type WatchRequest = Message<"fabric.router.v1.WatchRequest"> & {
    * @generated from field: uint64 known_version = 1;
    */
   knownVersion: bigint;
+
+  /**
+   * The node whose snapshot is asked for. Optional: empty = the caller (the
+   * node of the client certificate). A node may watch only its own snapshot;
+   * any other id fails with PermissionDenied.
+   *
+   * @generated from field: string node_id = 2;
+   */
+  nodeId: string;
+
+  /**
+   * The cluster the snapshot is for. Optional: empty = the cluster of the
+   * client certificate; any other cluster fails with PermissionDenied.
+   *
+   * @generated from field: string cluster_id = 3;
+   */
+  clusterId: string;
 };
 
 /**
@@ -487,18 +504,57 @@ export type ExplainResponse = Message<"fabric.router.v1.ExplainResponse"> & {
   snapshotVersion: bigint;
 
   /**
-   * Target number of active peers for this node (depends on its roles).
+   * Most active peers for this node's class (normal 5, relay 20, thin 3); it
+   * gets at least `active_min` when enough candidates are eligible.
    *
    * @generated from field: uint32 active_target = 4;
    */
   activeTarget: number;
 
   /**
-   * Every candidate considered, best total first.
+   * Every candidate considered, best total first, then cluster members
+   * excluded before scoring (with `excluded_reason`), by node id.
    *
    * @generated from field: repeated fabric.router.v1.PeerCandidate candidates = 5;
    */
   candidates: PeerCandidate[];
+
+  /**
+   * Peer-selection class of the node: `relay` (holds `relay-node`), `thin`
+   * (labelled `thin=true`, or reports no mesh address) or `normal`.
+   *
+   * @generated from field: string node_class = 6;
+   */
+  nodeClass: string;
+
+  /**
+   * Fewest active peers the node is given when enough candidates are
+   * eligible (`active_target` is the most).
+   *
+   * @generated from field: uint32 active_min = 7;
+   */
+  activeMin: number;
+
+  /**
+   * Warm candidates kept after the active peers.
+   *
+   * @generated from field: uint32 warm_target = 8;
+   */
+  warmTarget: number;
+
+  /**
+   * Cold candidates kept after the warm ones.
+   *
+   * @generated from field: uint32 cold_target = 9;
+   */
+  coldTarget: number;
+
+  /**
+   * Excluded cluster members left out of `candidates` to bound the response.
+   *
+   * @generated from field: uint32 omitted_excluded = 10;
+   */
+  omittedExcluded: number;
 };
 
 /**
@@ -588,7 +644,9 @@ export const PeerCandidateSchema: GenMessage<PeerCandidate> = /*@__PURE__*/
 
 /**
  * Per-factor scores of a candidate. Each factor is 0.0-1.0, higher is better;
- * `total` is their weighted sum, also 0.0-1.0.
+ * `total` is their weighted sum, also 0.0-1.0. Weights: latency 0.25, loss
+ * 0.15, load 0.15, role suitability 0.15, region 0.10, trust 0.05, recent
+ * failures 0.10, diversity 0.05.
  *
  * @generated from message fabric.router.v1.ScoreBreakdown
  */
@@ -649,6 +707,15 @@ export type ScoreBreakdown = Message<"fabric.router.v1.ScoreBreakdown"> & {
    * @generated from field: double total = 8;
    */
   total: number;
+
+  /**
+   * A deterministic per-pair value (a hash of both node ids) that spreads
+   * nodes with the same candidates over different peers instead of all
+   * choosing the same ones.
+   *
+   * @generated from field: double diversity = 9;
+   */
+  diversity: number;
 };
 
 /**

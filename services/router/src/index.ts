@@ -1,0 +1,2 @@
+export { routerDefinition, routerSettings } from "./service.js";
+export { SIGNATURE_ALGORITHM } from "./snapshot-signer.js";

@@ -1,0 +1,4 @@
+import { runServiceMain } from "@fabric/platform";
+import { routerDefinition } from "./service.js";
+
+await runServiceMain(routerDefinition);
