@@ -1,7 +1,7 @@
 import { create } from "@bufbuild/protobuf";
 import { timestampDate, timestampFromDate } from "@bufbuild/protobuf/wkt";
 import { Code, ConnectError } from "@connectrpc/connect";
-import { ConfigError, buildSpiffeId, createRpcClient, type Logger } from "@fabric/platform";
+import { buildSpiffeId, createRpcClient, type Logger } from "@fabric/platform";
 import { WorkloadState } from "@fabric/proto/fabric/common/v1/workload_pb.js";
 import { EnrollmentService } from "@fabric/proto/fabric/enrollment/v1/enrollment_pb.js";
 import { RegistryService } from "@fabric/proto/fabric/registry/v1/registry_pb.js";
@@ -9,19 +9,19 @@ import {
   DirectiveKind,
   HeartbeatSchema,
   NodeHealth,
-  WorkloadStatusReportSchema,
   type Directive,
-  type WorkloadStatusReport,
 } from "@fabric/proto/fabric/registry/v1/session_pb.js";
 import { RouterService, type SignedSnapshot } from "@fabric/proto/fabric/router/v1/router_pb.js";
 import type { AgentConfig } from "./config.js";
+import type { ControlPlaneUrls } from "./endpoints.js";
 import { EXIT } from "./exit-codes.js";
 import { AGENT_VERSION, HostLoad } from "./host-facts.js";
 import { IdentityHolder } from "./identity.js";
+import { nodeHealth } from "./node-health.js";
 import { probeRound } from "./peer-probes.js";
 import { ReconnectingStream } from "./reconnecting-stream.js";
 import { Renewal } from "./renewal.js";
-import { RegistrySession } from "./session.js";
+import { RegistrySession, workloadStatusReport } from "./session.js";
 import {
   SnapshotRefused,
   verifySignedSnapshot,
@@ -32,7 +32,6 @@ import { loadPersistedSnapshot, persistSnapshot } from "./snapshot-store.js";
 import {
   loadCurrentIdentity,
   markReenrollRequired,
-  readNodeRecord,
   readReenrollMarker,
   type AgentPaths,
 } from "./state-dir.js";
@@ -46,34 +45,6 @@ export interface AgentOptions {
   config: AgentConfig;
   endpoints: ControlPlaneUrls;
   logger: Logger;
-}
-
-export interface ControlPlaneUrls {
-  routerUrl: string;
-  registryUrl: string;
-  enrollmentUrl: string;
-}
-
-/**
- * The control plane's URLs: settings (flags, environment, agent.yaml) over what enrollment stored in
- * node.json. Throws a ConfigError naming every one that is missing.
- */
-export function resolveEndpoints(config: AgentConfig, paths: AgentPaths): ControlPlaneUrls {
-  const stored = readNodeRecord(paths)?.endpoints;
-  const routerUrl = config.routerUrl ?? stored?.routerUrl;
-  const registryUrl = config.registryUrl ?? stored?.registryUrl;
-  const enrollmentUrl = config.enrollmentUrl ?? stored?.enrollmentUrl;
-  const missing = [
-    ...(routerUrl ? [] : ["router URL: set routerUrl in agent.yaml, FABRIC_ROUTER_URL or --router-url"]),
-    ...(registryUrl
-      ? []
-      : ["registry URL: set registryUrl in agent.yaml, FABRIC_REGISTRY_URL or --registry-url"]),
-    ...(enrollmentUrl
-      ? []
-      : ["enrollment URL: set enrollmentUrl in agent.yaml, FABRIC_ENROLLMENT_URL or --server"]),
-  ];
-  if (missing.length > 0) throw new ConfigError(missing);
-  return { routerUrl: routerUrl!, registryUrl: registryUrl!, enrollmentUrl: enrollmentUrl! };
 }
 
 /** How a run ended: the exit status and the operator-facing reason. */
@@ -105,6 +76,8 @@ export class Agent {
   private appliedAt: Date | undefined;
   private lastRefusal = "";
   private renewalRefused = "";
+  /** Last logged state per workload, so only transitions are logged. */
+  private readonly lastStates = new Map<string, WorkloadState>();
   /** A probe round is under way (rounds never overlap, however slow the peers). */
   private probing = false;
   private routerUp = false;
@@ -162,7 +135,7 @@ export class Agent {
       heartbeatIntervalMs: config.heartbeatIntervalMs,
       statusReportIntervalMs: config.statusReportIntervalMs,
       heartbeat: () => this.heartbeat(),
-      statuses: () => this.supervisor.views().map(statusReport),
+      statuses: () => this.supervisor.views().map(workloadStatusReport),
       onDirective: (d) => this.directive(d),
     });
   }
@@ -279,6 +252,7 @@ export class Agent {
   private async finish(outcome: AgentOutcome, state: AgentStatusFile["state"]): Promise<AgentOutcome> {
     if (this.outcome) return this.finished;
     this.outcome = outcome;
+    this.options.logger.info({ reason: outcome.message }, "fabric-agent stopping; stopping workloads");
     for (const timer of this.timers) clearInterval(timer);
     clearTimeout(this.expiryTimer);
     clearTimeout(this.statusTimer);
@@ -288,6 +262,7 @@ export class Agent {
     this.stopController.abort();
     await Promise.all([...this.streams.map((s) => s.done), this.renewal?.done]);
     this.writeStatus(state, outcome.message);
+    this.options.logger.info({ exitCode: outcome.code }, "fabric-agent stopped");
     this.resolveOutcome(outcome);
     return outcome;
   }
@@ -375,7 +350,15 @@ export class Agent {
   }
 
   private workloadChanged(view: WorkloadView): void {
-    this.session.reportWorkload(statusReport(view));
+    if (this.lastStates.get(view.id) !== view.state) {
+      this.lastStates.set(view.id, view.state);
+      this.options.logger.info(
+        { workload: view.id, state: WorkloadState[view.state], pid: view.pid, detail: view.message },
+        "workload state changed",
+      );
+    }
+    if (view.state === WorkloadState.STOPPED) this.lastStates.delete(view.id);
+    this.session.reportWorkload(workloadStatusReport(view));
     this.scheduleStatus();
   }
 
@@ -397,30 +380,15 @@ export class Agent {
   }
 
   private health(): { state: NodeHealth; message: string } {
-    const facts = this.identity.facts();
-    const lifetime = facts.notAfter.getTime() - facts.notBefore.getTime();
-    if (this.renewalRefused) return { state: NodeHealth.UNHEALTHY, message: this.renewalRefused };
-    if (facts.notAfter.getTime() - Date.now() < lifetime / 10) {
-      return {
-        state: NodeHealth.UNHEALTHY,
-        message: "the node certificate is about to expire and has not been renewed",
-      };
-    }
-    if (!this.applied) {
-      return { state: NodeHealth.UNHEALTHY, message: this.lastRefusal || "no verified snapshot yet" };
-    }
-    const problems = this.supervisor
-      .views()
-      .filter((w) =>
-        [WorkloadState.UNHEALTHY, WorkloadState.CRASH_LOOP, WorkloadState.FAILED].includes(w.state),
-      )
-      .map((w) => `${w.id} ${WorkloadState[w.state]}`);
-    if (!this.routerUp) problems.unshift("router unreachable: running from the last verified snapshot");
-    if (this.supervisor.isDrained) problems.unshift("drained");
-    if (this.lastRefusal) problems.push(this.lastRefusal);
-    return problems.length > 0
-      ? { state: NodeHealth.DEGRADED, message: problems.join("; ").slice(0, 512) }
-      : { state: NodeHealth.HEALTHY, message: "" };
+    return nodeHealth({
+      certificate: this.identity.facts(),
+      renewalRefused: this.renewalRefused,
+      snapshotApplied: this.applied !== undefined,
+      lastRefusal: this.lastRefusal,
+      routerUp: this.routerUp,
+      drained: this.supervisor.isDrained,
+      workloads: this.supervisor.views(),
+    });
   }
 
   private heartbeat() {
@@ -470,16 +438,4 @@ export class Agent {
       workloads: this.supervisor.views().map(toStatusEntry),
     });
   }
-}
-
-function statusReport(view: WorkloadView): WorkloadStatusReport {
-  return create(WorkloadStatusReportSchema, {
-    workloadId: view.id,
-    generation: view.generation,
-    state: view.state,
-    restarts: view.restarts,
-    lastExitCode: view.lastExitCode,
-    message: view.message,
-    stateChangedAt: timestampFromDate(view.stateChangedAt),
-  });
 }

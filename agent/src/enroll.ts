@@ -83,7 +83,7 @@ export function approvalSignature(
 export async function enroll(options: EnrollOptions): Promise<NodeRecord> {
   const { paths, config, out } = options;
   ensureStateDir(paths);
-  refuseIfEnrolled(options);
+  refuseIfEnrolled(paths, options.force);
   // Past this point any identity still here is expired or being replaced on purpose (--force).
   forgetIdentity(paths);
   if (options.force) forgetPending(paths);
@@ -155,9 +155,10 @@ export async function enroll(options: EnrollOptions): Promise<NodeRecord> {
   return store(paths, approved, privateKeyPem, options);
 }
 
-function refuseIfEnrolled(options: EnrollOptions): void {
-  if (options.force || !hasIdentity(options.paths)) return;
-  const facts = inspectCertificate(loadCurrentIdentity(options.paths).certificatePem);
+/** Refuses to replace a still-valid identity unless forced (an expired one may be replaced freely). */
+export function refuseIfEnrolled(paths: AgentPaths, force: boolean): void {
+  if (force || !hasIdentity(paths)) return;
+  const facts = inspectCertificate(loadCurrentIdentity(paths).certificatePem);
   if (facts.notAfter <= new Date()) return;
   throw new AgentExit(
     EXIT.USAGE,

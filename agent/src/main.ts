@@ -1,9 +1,10 @@
 import { readFileSync } from "node:fs";
 import { parseArgs } from "node:util";
 import { ConfigError, createLogger } from "@fabric/platform";
-import { Agent, resolveEndpoints } from "./agent.js";
+import { Agent } from "./agent.js";
 import { configFileFor, loadAgentConfig, type AgentConfig, type AgentSettingKey } from "./config.js";
-import { enroll } from "./enroll.js";
+import { resolveEndpoints } from "./endpoints.js";
+import { enroll, refuseIfEnrolled } from "./enroll.js";
 import { AgentExit, EXIT } from "./exit-codes.js";
 import { AGENT_VERSION } from "./host-facts.js";
 import { agentHome, agentPaths, hasIdentity, type AgentPaths } from "./state-dir.js";
@@ -116,6 +117,7 @@ async function main(argv: string[]): Promise<number> {
       return report.enrolled ? EXIT.OK : EXIT.FAILURE;
     }
     case "enroll": {
+      refuseIfEnrolled(paths, flags.force ?? false);
       const config = settings(flags, paths);
       if (!config.enrollmentUrl) throw new AgentExit(EXIT.USAGE, "enroll needs --server <enrollment URL>");
       if (!config.caBundle) {

@@ -1,14 +1,17 @@
 import { create } from "@bufbuild/protobuf";
+import { timestampFromDate } from "@bufbuild/protobuf/wkt";
 import type { Client } from "@connectrpc/connect";
 import type { RegistryService } from "@fabric/proto/fabric/registry/v1/registry_pb.js";
 import { SessionRequestSchema, type SessionRequest } from "@fabric/proto/fabric/registry/v1/registry_pb.js";
-import type {
-  Directive,
-  Heartbeat,
-  ProbeReport,
-  WorkloadStatusReport,
+import {
+  WorkloadStatusReportSchema,
+  type Directive,
+  type Heartbeat,
+  type ProbeReport,
+  type WorkloadStatusReport,
 } from "@fabric/proto/fabric/registry/v1/session_pb.js";
 import { AsyncQueue } from "./async-queue.js";
+import type { WorkloadView } from "./supervisor/workload-runner.js";
 
 type Payload = SessionRequest["payload"];
 
@@ -95,4 +98,17 @@ export class RegistrySession {
       for (const entry of this.pending.values()) entry.seq = undefined;
     }
   }
+}
+
+/** A workload's status as the registry takes it. */
+export function workloadStatusReport(view: WorkloadView): WorkloadStatusReport {
+  return create(WorkloadStatusReportSchema, {
+    workloadId: view.id,
+    generation: view.generation,
+    state: view.state,
+    restarts: view.restarts,
+    lastExitCode: view.lastExitCode,
+    message: view.message,
+    stateChangedAt: timestampFromDate(view.stateChangedAt),
+  });
 }

@@ -1,6 +1,5 @@
-import { existsSync, mkdtempSync, readFileSync, readlinkSync, statSync, writeFileSync } from "node:fs";
+import { existsSync, readFileSync, readlinkSync, statSync, writeFileSync } from "node:fs";
 import { createServer } from "node:net";
-import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { createHash, createPublicKey } from "node:crypto";
 import { durationFromMs } from "@bufbuild/protobuf/wkt";
@@ -15,6 +14,7 @@ import { preparedHome, spawnAgent, status, workload } from "./fixtures/agent-hom
 import { EnrollmentStandIn, RegistryStandIn, RouterStandIn } from "./fixtures/control-plane.js";
 import { httpServerScript, nodeWorkload, signSnapshot, snapshot } from "./fixtures/snapshots.js";
 import { processAlive, waitFor } from "./fixtures/wait.js";
+import { removeTempDirs, tempDir } from "./fixtures/temp-dirs.js";
 
 let pki: TestPki;
 let ids: Record<"router" | "registry" | "enrollment" | "foreignRouter", TlsCredentials>;
@@ -53,6 +53,7 @@ afterEach(async () => {
 
 afterAll(async () => {
   await Promise.all([router.stop(), registry.stop(), enrollment.stop()]);
+  removeTempDirs();
 });
 
 async function webWorkload() {
@@ -73,7 +74,7 @@ const snap = (version: bigint, init: Parameters<typeof snapshot>[0] = {}) =>
 
 describe("fabric-agent enroll", { timeout: 60_000 }, () => {
   it("keeps its key, joins with host facts, shows progress while waiting, and stores the approved identity", async () => {
-    const home = mkdtempSync(join(tmpdir(), "agent-enroll-"));
+    const home = tempDir("agent-enroll-");
     const caFile = join(home, "root.pem");
     writeFileSync(caFile, pki.rootPem);
     const before = enrollment.joins.length;
@@ -150,10 +151,23 @@ describe("fabric-agent enroll", { timeout: 60_000 }, () => {
       endpoints,
     });
     expect(existsSync(paths.pendingEnrollment)).toBe(false);
+
+    // Enrolling again over a valid identity needs --force.
+    const again = await spawnAgent(home, [
+      "enroll",
+      "--server",
+      endpoints.enrollmentUrl,
+      "--token",
+      enrollment.token,
+    ]);
+    expect(await again.exited).toBe(EXIT.USAGE);
+    expect(again.output()).toMatch(
+      /already enrolled as spiffe:\/\/fabric\.test\/cluster\/c1\/node\/n-7 .*Use --force/,
+    );
   });
 
   it("resumes waiting after an interruption without a new Join, and exits 3 when rejected", async () => {
-    const home = mkdtempSync(join(tmpdir(), "agent-enroll-"));
+    const home = tempDir("agent-enroll-");
     const caFile = join(home, "root.pem");
     writeFileSync(caFile, pki.rootPem);
     const args = [
@@ -183,7 +197,7 @@ describe("fabric-agent enroll", { timeout: 60_000 }, () => {
   });
 
   it("refuses a wrong token and a CA bundle that does not vouch for the server", async () => {
-    const home = mkdtempSync(join(tmpdir(), "agent-enroll-"));
+    const home = tempDir("agent-enroll-");
     const caFile = join(home, "root.pem");
     writeFileSync(caFile, pki.rootPem);
     const bad = await spawnAgent(home, [

@@ -4,10 +4,11 @@ import { promisify } from "node:util";
 import { durationFromMs } from "@bufbuild/protobuf/wkt";
 import type { TlsCredentials } from "@fabric/platform";
 import { createTestPki, freePort, type ChildService, type TestPki } from "@fabric/platform/testing";
-import { afterEach, beforeAll, describe, expect, it } from "vitest";
+import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 import { EXIT } from "../src/exit-codes.js";
 import { AGENT_BIN, preparedHome, spawnAgent, status, workload } from "./fixtures/agent-home.js";
 import { httpServerScript, nodeWorkload, signSnapshot, snapshot } from "./fixtures/snapshots.js";
+import { removeTempDirs } from "./fixtures/temp-dirs.js";
 import { processAlive, waitFor } from "./fixtures/wait.js";
 
 let pki: TestPki;
@@ -30,6 +31,8 @@ beforeAll(async () => {
 afterEach(async () => {
   for (const agent of agents.splice(0)) await agent.stop();
 });
+
+afterAll(removeTempDirs);
 
 async function offlineSnapshot() {
   const port = await freePort();

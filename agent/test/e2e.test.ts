@@ -1,8 +1,7 @@
 // fabric-agent against the real control plane: the four services as child processes (test/harness),
 // the agent as a child process, a native workload as a grandchild. One node's life, in order: enroll,
 // approval, snapshot, workload, role removal, control plane outage and return, renewal, revocation.
-import { mkdtempSync, readlinkSync, writeFileSync } from "node:fs";
-import { tmpdir } from "node:os";
+import { readlinkSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { durationFromMs } from "@bufbuild/protobuf/wkt";
 import { inspectCertificate } from "@fabric/platform";
@@ -18,6 +17,7 @@ import { agentPaths, loadCurrentIdentity, type AgentPaths } from "../src/state-d
 import { spawnAgent, status, workload } from "./fixtures/agent-home.js";
 import { httpServerScript } from "./fixtures/snapshots.js";
 import { processAlive, waitFor } from "./fixtures/wait.js";
+import { removeTempDirs, tempDir } from "./fixtures/temp-dirs.js";
 
 /** Node certificates live this long, so the agent renews (at two thirds) while the test runs. */
 const NODE_LIFETIME_MS = 45_000;
@@ -35,7 +35,7 @@ beforeAll(async () => {
     services: ["ca", "registry", "enrollment", "router"],
     env: { enrollment: { FABRIC_NODE_CERTIFICATE_LIFETIME_MS: String(NODE_LIFETIME_MS) } },
   });
-  home = mkdtempSync(join(tmpdir(), "agent-e2e-"));
+  home = tempDir("agent-e2e-");
   paths = agentPaths(home);
   port = await freePort();
 }, 180_000);
@@ -43,6 +43,7 @@ beforeAll(async () => {
 afterAll(async () => {
   await agent?.stop();
   await fabric?.close();
+  removeTempDirs();
 });
 
 const registry = () => fabric.client(RegistryService, "registry");

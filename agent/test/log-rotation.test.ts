@@ -1,14 +1,16 @@
-import { existsSync, mkdtempSync, readFileSync, readdirSync, statSync } from "node:fs";
-import { tmpdir } from "node:os";
+import { existsSync, readFileSync, readdirSync, statSync } from "node:fs";
 import { join } from "node:path";
-import { describe, expect, it } from "vitest";
+import { afterAll, describe, expect, it } from "vitest";
 import { RotatingLog } from "../src/log-rotation.js";
+import { removeTempDirs, tempDir } from "./fixtures/temp-dirs.js";
+
+afterAll(removeTempDirs);
 
 const line = (i: number) => `line ${String(i).padStart(4, "0")} ${"x".repeat(40)}\n`; // 51 bytes
 
 describe("size-rotated workload logs", () => {
   it("rotates before a write would pass the size limit and keeps maxFiles files, newest first", () => {
-    const dir = mkdtempSync(join(tmpdir(), "agent-logs-"));
+    const dir = tempDir("agent-logs-");
     const log = new RotatingLog(join(dir, "w.log"), { maxBytes: 200, maxFiles: 3 });
     for (let i = 0; i < 40; i++) log.write(line(i));
     log.close();
@@ -22,7 +24,7 @@ describe("size-rotated workload logs", () => {
   });
 
   it("continues an existing file after a restart and keeps a single file when maxFiles is 1", () => {
-    const dir = mkdtempSync(join(tmpdir(), "agent-logs-"));
+    const dir = tempDir("agent-logs-");
     const path = join(dir, "w.log");
     const first = new RotatingLog(path, { maxBytes: 1000, maxFiles: 2 });
     first.write("before restart\n");
@@ -40,7 +42,7 @@ describe("size-rotated workload logs", () => {
   });
 
   it("writes a chunk larger than the limit whole, into a fresh file", () => {
-    const dir = mkdtempSync(join(tmpdir(), "agent-logs-"));
+    const dir = tempDir("agent-logs-");
     const log = new RotatingLog(join(dir, "w.log"), { maxBytes: 100, maxFiles: 2 });
     log.write("small\n");
     log.write("y".repeat(300));

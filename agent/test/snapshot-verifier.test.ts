@@ -1,15 +1,16 @@
-import { mkdtempSync, readFileSync, writeFileSync } from "node:fs";
-import { tmpdir } from "node:os";
-import { join } from "node:path";
+import { readFileSync, writeFileSync } from "node:fs";
 import { create } from "@bufbuild/protobuf";
 import type { TlsCredentials } from "@fabric/platform";
 import { createTestPki, type TestPki } from "@fabric/platform/testing";
 import { SignedSnapshotSchema } from "@fabric/proto/fabric/router/v1/router_pb.js";
-import { beforeAll, describe, expect, it } from "vitest";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { loadPersistedSnapshot, persistSnapshot } from "../src/snapshot-store.js";
 import { SnapshotRefused, verifySignedSnapshot, type VerifierIdentity } from "../src/snapshot-verifier.js";
 import { agentPaths } from "../src/state-dir.js";
 import { signBytes, signSnapshot, snapshot } from "./fixtures/snapshots.js";
+import { removeTempDirs, tempDir } from "./fixtures/temp-dirs.js";
+
+afterAll(removeTempDirs);
 
 let pki: TestPki;
 let foreign: TestPki;
@@ -129,7 +130,7 @@ describe("snapshot verification", () => {
 
 describe("the persisted snapshot", () => {
   it("is stored exactly as received and verified again when loaded", () => {
-    const paths = agentPaths(mkdtempSync(join(tmpdir(), "agent-snap-")));
+    const paths = agentPaths(tempDir("agent-snap-"));
     const envelope = signSnapshot(router, good(7n));
     persistSnapshot(paths, envelope);
     expect(loadPersistedSnapshot(paths, me)?.snapshot.version).toBe(7n);
@@ -145,7 +146,7 @@ describe("the persisted snapshot", () => {
   });
 
   it("is refused when the file was altered or is not a snapshot", () => {
-    const paths = agentPaths(mkdtempSync(join(tmpdir(), "agent-snap-")));
+    const paths = agentPaths(tempDir("agent-snap-"));
     persistSnapshot(paths, signSnapshot(router, good(7n)));
     const bytes = readFileSync(paths.snapshot);
     const at = bytes.indexOf(Buffer.from("relay-node"));

@@ -1,16 +1,18 @@
-import { mkdtempSync, readFileSync, writeFileSync } from "node:fs";
-import { tmpdir } from "node:os";
+import { readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { durationFromMs } from "@bufbuild/protobuf/wkt";
 import { createLogger } from "@fabric/platform";
 import { freePort } from "@fabric/platform/testing";
 import { Runtime } from "@fabric/proto/fabric/common/v1/common_pb.js";
 import { RestartMode, WorkloadState, type WorkloadSpec } from "@fabric/proto/fabric/common/v1/workload_pb.js";
-import { afterEach, describe, expect, it } from "vitest";
+import { afterAll, afterEach, describe, expect, it } from "vitest";
 import { Supervisor } from "../src/supervisor/supervisor.js";
 import type { WorkloadView } from "../src/supervisor/workload-runner.js";
 import { httpServerScript, nodeWorkload, snapshot } from "./fixtures/snapshots.js";
 import { processAlive, waitFor } from "./fixtures/wait.js";
+import { removeTempDirs, tempDir } from "./fixtures/temp-dirs.js";
+
+afterAll(removeTempDirs);
 
 const logger = createLogger({ service: "agent-test", level: "silent" });
 let current: { supervisor: Supervisor; dir: string; changes: WorkloadView[] } | undefined;
@@ -21,7 +23,7 @@ afterEach(async () => {
 });
 
 function start(dockerPath = "docker") {
-  const dir = mkdtempSync(join(tmpdir(), "agent-sup-"));
+  const dir = tempDir("agent-sup-");
   const changes: WorkloadView[] = [];
   const supervisor = new Supervisor({
     nodeId: "n-1",
@@ -274,7 +276,7 @@ describe("what the supervisor refuses to run", { timeout: 60_000 }, () => {
   });
 
   it("drives containers through the docker CLI where an engine answers (a scripted docker CLI here)", async () => {
-    const dir = mkdtempSync(join(tmpdir(), "agent-docker-"));
+    const dir = tempDir("agent-docker-");
     const calls = join(dir, "calls.log");
     const docker = join(dir, "docker");
     // Records every invocation; `run` creates the container, `stop`/`rm` remove it, `inspect` reports it.

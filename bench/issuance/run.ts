@@ -1,26 +1,27 @@
 // Issuance throughput: certificates per second through the CA's Sign over mTLS (each stored and audited),
 // against raw node:crypto ECDSA P-256 signatures per second measured in the same run on this machine.
 //
-//   npm run bench:issuance -w @fabric/bench            (~40 s)
-//   BENCH_QUICK=1 npm run bench:issuance -w @fabric/bench   (~10 s smoke for CI)
+//   npm run bench:issuance -w @fabric/bench                (~45 s)
+//   BENCH_QUICK=1 npm run bench:issuance -w @fabric/bench  (~10 s smoke for CI)
 //
-// Knobs: BENCH_CONNECTIONS (HTTP/2 connections, default 4), BENCH_INFLIGHT (calls in flight per
+// Knobs: BENCH_CLIENT_THREADS (load-generating threads, default half the cores, at least 1),
+// BENCH_CONNECTIONS (HTTP/2 connections per thread, default 4), BENCH_INFLIGHT (calls in flight per
 // connection, default 32), BENCH_SECONDS (measured seconds; default 20, quick 4).
 import { createPrivateKey, generateKeyPairSync, sign } from "node:crypto";
+import { availableParallelism } from "node:os";
 import { performance } from "node:perf_hooks";
-import { create } from "@bufbuild/protobuf";
-import { CaService, SignRequestSchema, type SignRequest } from "@fabric/proto/fabric/ca/v1/ca_pb.js";
+import { Worker } from "node:worker_threads";
+import { create, toBinary } from "@bufbuild/protobuf";
+import { SignRequestSchema } from "@fabric/proto/fabric/ca/v1/ca_pb.js";
 import { PrincipalKind } from "@fabric/proto/fabric/common/v1/common_pb.js";
-import {
-  buildCsr,
-  createPool,
-  createRpcClient,
-  generateP256KeyPair,
-  verifyAuditChain,
-} from "@fabric/platform";
+import { buildCsr, createPool, generateP256KeyPair, verifyAuditChain } from "@fabric/platform";
 import { startFabric } from "../../test/harness/fabric.js";
+import type { ClientWorkerData, ClientWorkerReport } from "./client-worker.js";
 
 const quick = process.env.BENCH_QUICK === "1";
+const threads = Number(
+  process.env.BENCH_CLIENT_THREADS ?? Math.max(1, Math.floor(availableParallelism() / 2)),
+);
 const connections = Number(process.env.BENCH_CONNECTIONS ?? 4);
 const inflight = Number(process.env.BENCH_INFLIGHT ?? 32);
 const seconds = Number(process.env.BENCH_SECONDS ?? (quick ? 4 : 20));
@@ -41,73 +42,63 @@ function rawSignsPerSecond(durationMs: number): number {
   return (n * 1000) / (performance.now() - start);
 }
 
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
 async function main() {
   console.log(
-    `issuance bench${quick ? " (quick)" : ""}: ${connections} connections × ${inflight} in flight, ${seconds} s measured`,
+    `issuance bench${quick ? " (quick)" : ""}: ${threads} client thread(s) × ${connections} connections × ${inflight} in flight, ${seconds} s measured, ${availableParallelism()} cores`,
   );
   const rawBefore = rawSignsPerSecond(quick ? 1_000 : 3_000);
 
-  const fabric = await startFabric({
-    services: ["ca"],
-    env: { ca: { FABRIC_LOG_LEVEL: "error", FABRIC_DB_POOL_SIZE: "4" } },
-  });
+  const fabric = await startFabric({ services: ["ca"], env: { ca: { FABRIC_LOG_LEVEL: "error" } } });
   try {
-    const enrollment = fabric.serviceIdentity("enrollment");
     // Distinct keys and CSRs made up front: the bench measures the CA, not the clients' key generation.
-    const requests: SignRequest[] = [];
+    const requests: Uint8Array[] = [];
     for (let i = 0; i < distinctCsrs; i++) {
       const key = generateP256KeyPair();
-      requests.push(
-        create(SignRequestSchema, {
-          csrPem: await buildCsr(key.privateKeyPem, `bench-${i}`),
-          principalKind: PrincipalKind.NODE,
-          principalId: `bench-${i}`,
-          clusterId: "bench",
-          grants: ["entry-node"],
-          authorizationRef: `bench/${i}`,
-        }),
-      );
+      const request = create(SignRequestSchema, {
+        csrPem: await buildCsr(key.privateKeyPem, `bench-${i}`),
+        principalKind: PrincipalKind.NODE,
+        principalId: `bench-${i}`,
+        clusterId: "bench",
+        grants: ["entry-node"],
+        authorizationRef: `bench/${i}`,
+      });
+      requests.push(toBinary(SignRequestSchema, request));
     }
-    const clients = Array.from({ length: connections }, () =>
-      createRpcClient(CaService, {
-        url: fabric.urls.ca!.grpc,
-        credentials: enrollment,
-        expectServerId: `spiffe://${fabric.trustDomain}/service/ca`,
-        timeoutMs: 60_000,
+    const workerData: ClientWorkerData = {
+      url: fabric.urls.ca!.grpc,
+      serverId: `spiffe://${fabric.trustDomain}/service/ca`,
+      credentials: fabric.serviceIdentity("enrollment"),
+      requests,
+      connections,
+      inflight,
+    };
+    const workers = await Promise.all(
+      Array.from({ length: threads }, async () => {
+        const worker = new Worker(new URL("./client-worker.mjs", import.meta.url), { workerData });
+        await new Promise<void>((resolve, reject) => {
+          worker.once("message", () => resolve());
+          worker.once("error", reject);
+        });
+        return worker;
       }),
     );
-
-    let measuring = false;
-    let stopping = false;
-    let issued = 0;
-    let failed = 0;
-    const latencies: number[] = [];
-    let next = 0;
-    const worker = async (client: (typeof clients)[number]) => {
-      while (!stopping) {
-        const request = requests[next++ % requests.length]!;
-        const t0 = performance.now();
-        try {
-          await client.sign(request);
-          if (measuring) {
-            issued++;
-            latencies.push(performance.now() - t0);
-          }
-        } catch (err) {
-          failed++;
-          if (failed === 1) console.error("Sign failed:", (err as Error).message);
-        }
-      }
-    };
-    const workers = clients.flatMap((c) => Array.from({ length: inflight }, () => worker(c)));
-    await new Promise((r) => setTimeout(r, warmupSeconds * 1000));
-    measuring = true;
+    await sleep(warmupSeconds * 1000);
+    for (const w of workers) w.postMessage("measure");
     const t0 = performance.now();
-    await new Promise((r) => setTimeout(r, seconds * 1000));
-    measuring = false;
+    await sleep(seconds * 1000);
     const elapsed = (performance.now() - t0) / 1000;
-    stopping = true;
-    await Promise.all(workers);
+    const reports = await Promise.all(
+      workers.map(
+        (w) =>
+          new Promise<ClientWorkerReport>((resolve) => {
+            w.once("message", (r: ClientWorkerReport) => resolve(r));
+            w.postMessage("stop");
+          }),
+      ),
+    );
+    await Promise.all(workers.map((w) => w.terminate()));
 
     const pool = createPool({ url: fabric.databaseUrl, schema: "ca" });
     const stored = await pool.query<{ certs: string; audited: string }>(
@@ -117,15 +108,17 @@ async function main() {
     const chain = await verifyAuditChain(pool);
     await pool.end();
 
-    const rawAfter = rawSignsPerSecond(quick ? 1_000 : 3_000);
-    const raw = (rawBefore + rawAfter) / 2;
-    const rate = issued / elapsed;
-    latencies.sort((a, b) => a - b);
+    const raw = (rawBefore + rawSignsPerSecond(quick ? 1_000 : 3_000)) / 2;
+    const issued = reports.reduce((n, r) => n + r.issued, 0);
+    const failed = reports.reduce((n, r) => n + r.failed, 0);
+    const firstError = reports.find((r) => r.firstError)?.firstError;
+    const latencies = reports.flatMap((r) => r.latenciesMs).sort((a, b) => a - b);
     const pct = (p: number) =>
       latencies[Math.min(latencies.length - 1, Math.floor(latencies.length * p))] ?? 0;
+    const rate = issued / elapsed;
     console.log(`raw crypto.sign (P-256, one core, this run): ${raw.toFixed(0)} signatures/s`);
     console.log(
-      `Sign over mTLS, stored and audited:        ${rate.toFixed(0)} certificates/s (${issued} in ${elapsed.toFixed(1)} s, ${failed} failed)`,
+      `Sign over mTLS, stored and audited:        ${rate.toFixed(0)} certificates/s (${issued} in ${elapsed.toFixed(1)} s, ${failed} failed${firstError ? `: ${firstError}` : ""})`,
     );
     console.log(`latency: p50 ${pct(0.5).toFixed(1)} ms, p99 ${pct(0.99).toFixed(1)} ms`);
     console.log(

@@ -21,6 +21,8 @@ export interface ArgSpec {
   name: string;
   help: string;
   optional?: boolean;
+  /** The last argument only: takes every remaining positional (e.g. a command line after `--`). */
+  variadic?: boolean;
   /** The accepted values, for shell completion. */
   choices?: readonly string[];
 }

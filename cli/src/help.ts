@@ -62,7 +62,12 @@ export function groupHelp(node: TreeNode, path: string[]): string {
 
 /** `fabric <command...> --help`. */
 export function commandHelp(command: Command): string {
-  const args = (command.args ?? []).map((a) => (a.optional ? `[${a.name}]` : `<${a.name}>`)).join(" ");
+  const args = (command.args ?? [])
+    .map((a) => {
+      const name = a.variadic ? `${a.name}...` : a.name;
+      return a.optional ? `[${name}]` : `<${name}>`;
+    })
+    .join(" ");
   return [
     wrap(command.help, 0),
     "",

@@ -108,7 +108,7 @@ function checkArguments(command: Command, positionals: string[]): void {
   const specs = command.args ?? [];
   const required = specs.filter((a) => !a.optional).length;
   const usage = `see \`fabric ${command.path.join(" ")} --help\``;
-  if (positionals.length > specs.length) {
+  if (positionals.length > specs.length && !specs.at(-1)?.variadic) {
     // The stray argument is not echoed: it may be a secret typed without its flag.
     throw usageError(
       specs.length === 0

@@ -31,3 +31,4 @@ export * from "./service-runtime.js";
 export * from "./atomic-file.js";
 export * from "./remote-address.js";
 export * from "./paging.js";
+export * from "./bootstrap-client.js";

@@ -31,6 +31,11 @@ export interface RpcClientOptions {
   timeoutMs?: number;
   /** Retries of unary calls failing with Unavailable, with exponential backoff and full jitter. */
   retries?: number;
+  /**
+   * HTTP/2 PING interval for long-lived streams, so a half-open connection is noticed (and the stream
+   * fails and reconnects) instead of waiting forever. Off by default.
+   */
+  keepaliveMs?: number;
   interceptors?: Interceptor[];
 }
 
@@ -48,6 +53,7 @@ export function createRpcTransport(options: RpcClientOptions): Transport {
     const transport = createGrpcTransport({
       baseUrl: options.url,
       defaultTimeoutMs: options.timeoutMs ?? 15_000,
+      ...(options.keepaliveMs ? { pingIntervalMs: options.keepaliveMs, pingIdleConnection: true } : {}),
       interceptors: [
         tracingInterceptor("client"),
         retryUnavailable(options.retries ?? 3),

@@ -64,6 +64,8 @@ export interface ServiceParts {
   start?(server: RpcServer): Promise<void> | void;
   /** Before the database pool closes. */
   stop?(): Promise<void> | void;
+  /** Resolves when the service's own state is loaded; /readyz and grpc health wait for it too. */
+  ready?: Promise<void>;
 }
 
 export interface ServiceDefinition<X extends z.ZodRawShape, C = z.infer<z.ZodObject<BaseShape & X>>> {
@@ -168,17 +170,21 @@ export async function startService<X extends z.ZodRawShape>(
   await parts.start?.(running);
   identity.start();
 
+  let revocationsSynced: Promise<void> = Promise.resolve();
   if ((def.revocationSource ?? "ca") === "ca") {
     if (!caClient) throw new Error("FABRIC_CA_URL is not set: the service cannot follow revocations");
     // Not ready until the revoked set is known: a service must never admit an identity it should refuse.
+    let synced!: () => void;
+    revocationsSynced = new Promise<void>((resolve) => (synced = resolve));
     void followRevocations(caClient, revocations, {
       logger,
       signal: shutdown.signal,
-      onSynced: () => running.setReady(true),
+      onSynced: () => synced(),
     });
-  } else {
-    running.setReady(true);
   }
+  void Promise.all([revocationsSynced, parts.ready]).then(() => {
+    if (!shutdown.signal.aborted) running.setReady(true);
+  });
 
   return {
     server: running,

@@ -1,4 +1,7 @@
 import { execFileSync } from "node:child_process";
+import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 import { createPublicKey } from "node:crypto";
 import { create, type MessageInitShape } from "@bufbuild/protobuf";
 import { durationFromMs, timestampDate } from "@bufbuild/protobuf/wkt";
@@ -95,6 +98,34 @@ describe("Sign", () => {
     expect(res.serial).toMatch(/^[1-9a-f][0-9a-f]{31}$/);
     expect(res.fingerprintSha256).toBe(facts.fingerprintSha256);
     expect(verifyChain(res.certificatePem, res.chainPem, res.caBundlePem)).toBe(true);
+    // openssl agrees: root → intermediate → leaf, and it sees the SPIFFE URI and the Fabric extensions
+    const dir = mkdtempSync(join(tmpdir(), "fabric-ca-sign-"));
+    try {
+      writeFileSync(join(dir, "root.pem"), res.caBundlePem);
+      writeFileSync(join(dir, "chain.pem"), res.chainPem.join(""));
+      writeFileSync(join(dir, "leaf.pem"), res.certificatePem);
+      const verified = execFileSync(
+        "openssl",
+        [
+          "verify",
+          "-CAfile",
+          join(dir, "root.pem"),
+          "-untrusted",
+          join(dir, "chain.pem"),
+          join(dir, "leaf.pem"),
+        ],
+        { encoding: "utf8" },
+      );
+      expect(verified.trim()).toBe(`${join(dir, "leaf.pem")}: OK`);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+    const text = execFileSync("openssl", ["x509", "-noout", "-text"], {
+      input: res.certificatePem,
+      encoding: "utf8",
+    });
+    expect(text).toContain("URI:spiffe://fabric.test/cluster/c1/node/n-2");
+    expect(text).toMatch(/1\.3\.6\.1\.4\.1\.99999\.1\.1:\s*\n\s*\.\.node/);
     const cert = new x509.X509Certificate(res.certificatePem);
     const spki = createPublicKey(key.publicKeyPem).export({ type: "spki", format: "der" });
     expect(Buffer.from(cert.publicKey.rawData)).toEqual(spki);

@@ -16,7 +16,7 @@ export function callerOf(ctx: HandlerContext): Principal {
 
 export const isPlatformAdmin = (p: Principal) => p.kind === "admin" && p.adminRole === "platform-admin";
 const isClusterAdmin = (p: Principal) => p.kind === "admin" && p.adminRole === "cluster-admin";
-const isOrgAdmin = (p: Principal) => p.kind === "admin" && p.adminRole === "org-admin";
+export const isOrgAdmin = (p: Principal) => p.kind === "admin" && p.adminRole === "org-admin";
 
 export function describeCaller(p: Principal): string {
   return p.kind === "admin" ? `${p.adminRole} "${p.id}"` : `${p.kind} "${p.id}"`;
@@ -72,5 +72,3 @@ export function viewOrganization(caller: Principal, requested: string): string {
   }
   return requested;
 }
-
-export { isClusterAdmin, isOrgAdmin };

@@ -9,7 +9,11 @@ import {
   type AuditEvent as StoredEvent,
   type AuditInput,
 } from "@fabric/platform";
-import { AuditEventSchema, AuditOutcome, type AuditEvent } from "@fabric/proto/fabric/registry/v1/audit_pb.js";
+import {
+  AuditEventSchema,
+  AuditOutcome,
+  type AuditEvent,
+} from "@fabric/proto/fabric/registry/v1/audit_pb.js";
 import { timestampDate } from "@bufbuild/protobuf/wkt";
 import { callerOf, isOrgAdmin, listCluster, viewOrganization } from "./access.js";
 import type { Handlers, Registry } from "./context.js";
@@ -164,20 +168,33 @@ export function auditHandlers(r: Registry): Handlers<"listAudit" | "verifyAudit"
           const event = stored(row);
           const last = expected - 1n;
           const lastHash = prevHash.toString("hex");
-          if (event.seq !== expected) return broken(expected, checked, `seq ${expected} missing`, last, lastHash);
+          if (event.seq !== expected)
+            return broken(expected, checked, `seq ${expected} missing`, last, lastHash);
           if (!event.prevHash.equals(prevHash)) {
             return broken(event.seq, checked, `prev_hash does not match seq ${last}`, last, lastHash);
           }
           if (!chainHash(prevHash, canonicalEvent(event)).equals(event.hash)) {
-            return broken(event.seq, checked, "hash mismatch: the record was changed after it was written", last, lastHash);
+            return broken(
+              event.seq,
+              checked,
+              "hash mismatch: the record was changed after it was written",
+              last,
+              lastHash,
+            );
           }
           prevHash = event.hash;
           expected += 1n;
           checked += 1n;
         }
       }
-      if (expected <= to) return broken(expected, checked, `seq ${expected} missing`, expected - 1n, prevHash.toString("hex"));
-      return { ok: true, rowsChecked: checked, lastSeq: to, headHash: checked > 0n || from > 1n ? prevHash.toString("hex") : "" };
+      if (expected <= to)
+        return broken(expected, checked, `seq ${expected} missing`, expected - 1n, prevHash.toString("hex"));
+      return {
+        ok: true,
+        rowsChecked: checked,
+        lastSeq: to,
+        headHash: checked > 0n || from > 1n ? prevHash.toString("hex") : "",
+      };
     },
   };
 }

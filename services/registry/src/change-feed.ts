@@ -46,8 +46,6 @@ export interface ChangeFeedOptions {
  * stays as it was and keeps serving reads; the feed catches up when the database is back.
  */
 export class ChangeFeed {
-  /** Versions at or below this have been deleted by retention. */
-  prunedThrough = 0n;
   private ring: FeedChange[] = [];
   /** The ring holds every change after this version. */
   private ringFloor = 0n;
@@ -59,10 +57,6 @@ export class ChangeFeed {
   private pollTimer: NodeJS.Timeout | undefined;
 
   constructor(private readonly options: ChangeFeedOptions) {}
-
-  get model(): Model {
-    return this.options.model;
-  }
 
   async start(): Promise<void> {
     await this.load();
@@ -150,7 +144,6 @@ export class ChangeFeed {
       }
       await client.query("COMMIT");
       const version = BigInt(head.rows[0]!.version);
-      this.prunedThrough = pruned;
       this.ring = [];
       this.ringFloor = version;
       this.options.model.reset(version, entities);
@@ -194,9 +187,13 @@ export class ChangeFeed {
       if (pruned > this.options.model.version) {
         // We were away longer than the retention: changes we never saw are gone, so reload, and make
         // watchers resume (they will get a full list).
-        this.options.logger.warn({ pruned, version: this.options.model.version }, "change feed fell behind retention; reloading");
+        this.options.logger.warn(
+          { pruned, version: this.options.model.version },
+          "change feed fell behind retention; reloading",
+        );
         await this.load();
-        for (const w of this.watchers) w.fail(unavailable("the registry reloaded its state; reconnect to receive a full list"));
+        for (const w of this.watchers)
+          w.fail(unavailable("the registry reloaded its state; reconnect to receive a full list"));
         this.watchers.clear();
       }
       this.pull();
@@ -209,8 +206,7 @@ export class ChangeFeed {
     const { rows } = await this.options.pool.query<{ pruned: string }>(
       "SELECT pruned_through::text AS pruned FROM change_retention",
     );
-    this.prunedThrough = BigInt(rows[0]!.pruned);
-    return this.prunedThrough;
+    return BigInt(rows[0]!.pruned);
   }
 
   /** Reads and applies everything committed after the model's version; one pull runs at a time. */
@@ -255,7 +251,11 @@ export class ChangeFeed {
     if (this.ring.length > this.options.memoryChanges) this.ringFloor = this.ring.shift()!.version;
     for (const w of this.watchers) {
       if (w.size >= this.options.maxWatcherBacklog) {
-        w.fail(unavailable("this watcher fell too far behind; reconnect with resume_from_version set to the last version you applied"));
+        w.fail(
+          unavailable(
+            "this watcher fell too far behind; reconnect with resume_from_version set to the last version you applied",
+          ),
+        );
         this.watchers.delete(w);
       } else w.push(change);
     }

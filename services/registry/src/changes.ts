@@ -61,7 +61,10 @@ export async function writeChanges(tx: Tx, set: ChangeSet): Promise<bigint | und
   const payloads: Buffer[] = [];
   for (const [kind, entries] of set.byKind()) {
     const found = new Map<string, AnyEntity>();
-    for (const entity of await LOADERS[kind](tx, entries.map((e) => e.key))) {
+    for (const entity of await LOADERS[kind](
+      tx,
+      entries.map((e) => e.key),
+    )) {
       found.set(entityKey(kind, entity as never), entity);
     }
     for (const { key, last } of entries) {

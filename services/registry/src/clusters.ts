@@ -8,12 +8,23 @@ import { labels, newId, slug, text } from "./validation.js";
 export function clusterHandlers(
   r: Registry,
 ): Handlers<
-  "createCluster" | "getCluster" | "listClusters" | "createOrganization" | "getOrganization" | "listOrganizations"
+  | "createCluster"
+  | "getCluster"
+  | "listClusters"
+  | "createOrganization"
+  | "getOrganization"
+  | "listOrganizations"
 > {
   return {
     async createCluster(req, ctx) {
       const id = req.clusterId || newId("c");
-      const m = { caller: callerOf(ctx), action: "cluster.create", targetType: "cluster", targetId: id, clusterId: id };
+      const m = {
+        caller: callerOf(ctx),
+        action: "cluster.create",
+        targetType: "cluster",
+        targetId: id,
+        clusterId: id,
+      };
       await mutate(r, m, async (w) => {
         slug("cluster_id", id);
         text("name", req.name, 128, { required: true });
@@ -25,7 +36,8 @@ export function clusterHandlers(
            ON CONFLICT (id) DO NOTHING`,
           [id, req.name, req.description, req.region, JSON.stringify(req.labels)],
         );
-        if (res.rowCount === 0) throw alreadyExists(`cluster "${id}" already exists; choose another cluster_id`);
+        if (res.rowCount === 0)
+          throw alreadyExists(`cluster "${id}" already exists; choose another cluster_id`);
         w.changes.touch("cluster", id);
         w.audit({ details: { name: req.name } });
       });
@@ -51,7 +63,13 @@ export function clusterHandlers(
 
     async createOrganization(req, ctx) {
       const id = req.organizationId || newId("o");
-      const m = { caller: callerOf(ctx), action: "organization.create", targetType: "organization", targetId: id, orgId: id };
+      const m = {
+        caller: callerOf(ctx),
+        action: "organization.create",
+        targetType: "organization",
+        targetId: id,
+        orgId: id,
+      };
       await mutate(r, m, async (w) => {
         slug("organization_id", id);
         text("name", req.name, 128, { required: true });

@@ -7,12 +7,6 @@ import type { Model } from "./model.js";
 import type { ReportWriter } from "./report-writer.js";
 import type { SessionHub } from "./session-hub.js";
 
-/** Registry settings the handlers need (the full set, with env names, is in service.ts). */
-export interface RegistrySettings {
-  heartbeatIntervalMs: number;
-  changeCoalesceMs: number;
-}
-
 /** What every handler module works with. */
 export interface Registry {
   pool: Pool;
@@ -21,7 +15,6 @@ export interface Registry {
   sessions: SessionHub;
   reports: ReportWriter;
   logger: Logger;
-  settings: RegistrySettings;
   /** The CA, called with the registry's own identity (RevokeNode). */
   ca: Client<typeof CaService>;
   /** Key for the opaque entry-point ids of organization views. */
@@ -29,4 +22,7 @@ export interface Registry {
 }
 
 /** A handler module's share of the RegistryService implementation. */
-export type Handlers<K extends keyof ServiceImpl<typeof RegistryService>> = Pick<ServiceImpl<typeof RegistryService>, K>;
+export type Handlers<K extends keyof ServiceImpl<typeof RegistryService>> = Pick<
+  ServiceImpl<typeof RegistryService>,
+  K
+>;

@@ -1,12 +1,17 @@
 import { create } from "@bufbuild/protobuf";
 import { timestampFromDate, type Timestamp } from "@bufbuild/protobuf/wkt";
-import { PrincipalKind, PrincipalSchema, type Principal as PrincipalRef } from "@fabric/proto/fabric/common/v1/common_pb.js";
+import {
+  PrincipalKind,
+  PrincipalSchema,
+  type Principal as PrincipalRef,
+} from "@fabric/proto/fabric/common/v1/common_pb.js";
 import { MembershipState, NodeState } from "@fabric/proto/fabric/registry/v1/inventory_pb.js";
 import type { Principal } from "@fabric/platform";
 
 /** Conversions between database values, platform principals and contract messages. */
 
-export const ts = (d: Date | null | undefined): Timestamp | undefined => (d ? timestampFromDate(d) : undefined);
+export const ts = (d: Date | null | undefined): Timestamp | undefined =>
+  d ? timestampFromDate(d) : undefined;
 
 const KINDS: Record<string, PrincipalKind> = {
   node: PrincipalKind.NODE,

@@ -1,4 +1,11 @@
-import { alreadyExists, failedPrecondition, invalidArgument, notFound, pageOf, sortByPosition } from "@fabric/platform";
+import {
+  alreadyExists,
+  failedPrecondition,
+  invalidArgument,
+  notFound,
+  pageOf,
+  sortByPosition,
+} from "@fabric/platform";
 import type { EgressPool } from "@fabric/proto/fabric/registry/v1/egress_pb.js";
 import { callerOf, listCluster, requireCluster } from "./access.js";
 import type { Handlers, Registry } from "./context.js";
@@ -16,7 +23,13 @@ export function egressPoolHandlers(
   return {
     async createEgressPool(req, ctx) {
       const id = newId("ep");
-      const m: Mutation = { caller: callerOf(ctx), action: "egress_pool.create", targetType: "egress_pool", targetId: id, clusterId: req.clusterId };
+      const m: Mutation = {
+        caller: callerOf(ctx),
+        action: "egress_pool.create",
+        targetType: "egress_pool",
+        targetId: id,
+        clusterId: req.clusterId,
+      };
       await mutate(r, m, async (w) => {
         required("cluster_id", req.clusterId);
         requireCluster(m.caller, req.clusterId);
@@ -28,7 +41,8 @@ export function egressPoolHandlers(
         }
         const known = await w.tx.query("SELECT id FROM organizations WHERE id = ANY($1)", [orgs]);
         const unknown = orgs.filter((o) => !known.rows.some((row) => row.id === o));
-        if (unknown.length > 0) throw notFound(`organization_ids: ${unknown.map((o) => `"${o}"`).join(", ")} do not exist`);
+        if (unknown.length > 0)
+          throw notFound(`organization_ids: ${unknown.map((o) => `"${o}"`).join(", ")} do not exist`);
         const res = await w.tx.query(
           `INSERT INTO egress_pools (id, cluster_id, name, description, organization_ids) VALUES ($1, $2, $3, $4, $5)
            ON CONFLICT (cluster_id, name) DO NOTHING`,
@@ -53,12 +67,22 @@ export function egressPoolHandlers(
             (!cluster || p.clusterId === cluster) &&
             (!req.organizationId || p.organizationIds.includes(req.organizationId)),
         );
-      const page = pageOf(sortByPosition(pools, key), key, req, `ListEgressPools|${cluster}|${req.organizationId}`);
+      const page = pageOf(
+        sortByPosition(pools, key),
+        key,
+        req,
+        `ListEgressPools|${cluster}|${req.organizationId}`,
+      );
       return { egressPools: page.items, nextPageToken: page.nextPageToken };
     },
 
     async addEgressPoolMember(req, ctx) {
-      const m: Mutation = { caller: callerOf(ctx), action: "egress_pool.add_member", targetType: "egress_pool", targetId: req.egressPoolId };
+      const m: Mutation = {
+        caller: callerOf(ctx),
+        action: "egress_pool.add_member",
+        targetType: "egress_pool",
+        targetId: req.egressPoolId,
+      };
       await mutate(r, m, async (w) => {
         required("egress_pool_id", req.egressPoolId);
         principalId("node_id", req.nodeId);
@@ -89,7 +113,12 @@ export function egressPoolHandlers(
     },
 
     async removeEgressPoolMember(req, ctx) {
-      const m: Mutation = { caller: callerOf(ctx), action: "egress_pool.remove_member", targetType: "egress_pool", targetId: req.egressPoolId };
+      const m: Mutation = {
+        caller: callerOf(ctx),
+        action: "egress_pool.remove_member",
+        targetType: "egress_pool",
+        targetId: req.egressPoolId,
+      };
       await mutate(r, m, async (w) => {
         required("egress_pool_id", req.egressPoolId);
         principalId("node_id", req.nodeId);
@@ -98,7 +127,8 @@ export function egressPoolHandlers(
           req.egressPoolId,
           req.nodeId,
         ]);
-        if (res.rowCount === 0) throw notFound(`node "${req.nodeId}" is not a member of egress pool "${req.egressPoolId}"`);
+        if (res.rowCount === 0)
+          throw notFound(`node "${req.nodeId}" is not a member of egress pool "${req.egressPoolId}"`);
         await w.tx.query("UPDATE egress_pools SET updated_at = now() WHERE id = $1", [req.egressPoolId]);
         w.changes.touch("egress_pool", req.egressPoolId);
         w.audit({ details: { node_id: req.nodeId } });

@@ -1,6 +1,11 @@
 import { create, fromBinary, toBinary } from "@bufbuild/protobuf";
 import type { GenMessage } from "@bufbuild/protobuf/codegenv2";
-import { ChangeEventSchema, ProbeStatsSchema, type ChangeEvent, type ProbeStats } from "@fabric/proto/fabric/registry/v1/changes_pb.js";
+import {
+  ChangeEventSchema,
+  ProbeStatsSchema,
+  type ChangeEvent,
+  type ProbeStats,
+} from "@fabric/proto/fabric/registry/v1/changes_pb.js";
 import { EgressPoolSchema, type EgressPool } from "@fabric/proto/fabric/registry/v1/egress_pb.js";
 import {
   CapabilitySchema,
@@ -163,7 +168,12 @@ export function isRouterKind(kind: EntityKind): kind is RouterKind {
 }
 
 /** The WatchChanges event for one change of a router-visible entity. */
-export function changeEvent(kind: RouterKind, version: bigint, deleted: boolean, entity: AnyEntity): ChangeEvent {
+export function changeEvent(
+  kind: RouterKind,
+  version: bigint,
+  deleted: boolean,
+  entity: AnyEntity,
+): ChangeEvent {
   return create(ChangeEventSchema, {
     version,
     deleted,

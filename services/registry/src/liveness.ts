@@ -32,7 +32,7 @@ export function startLivenessSweep(options: {
   return () => clearInterval(timer);
 }
 
-export async function markOffline(pool: Pool, silentMs: number): Promise<string[]> {
+async function markOffline(pool: Pool, silentMs: number): Promise<string[]> {
   const changes = new ChangeSet();
   return transaction(pool, async (tx) => {
     const { rows } = await tx.query<{ node_id: string; last_heartbeat_at: Date }>(
@@ -52,7 +52,10 @@ export async function markOffline(pool: Pool, silentMs: number): Promise<string[
         targetType: "node",
         targetId: row.node_id,
         outcome: "success",
-        details: { missed_heartbeats: String(MISSED_HEARTBEATS), last_heartbeat_at: row.last_heartbeat_at.toISOString() },
+        details: {
+          missed_heartbeats: String(MISSED_HEARTBEATS),
+          last_heartbeat_at: row.last_heartbeat_at.toISOString(),
+        },
       });
     }
     await writeChanges(tx, changes);

@@ -93,7 +93,11 @@ const nodeGroups: Loader<"node_group"> = async (sql, keys) => {
 };
 
 /** Memberships by id, or all memberships of the given nodes; roles come from the role assignments. */
-async function loadMemberships(sql: Sql, ids: string[] | null, nodeIds: string[] | null): Promise<Membership[]> {
+async function loadMemberships(
+  sql: Sql,
+  ids: string[] | null,
+  nodeIds: string[] | null,
+): Promise<Membership[]> {
   const { rows } = await sql.query(
     `SELECT m.id, m.node_id, m.cluster_id, m.state, m.node_group_id, m.certificate_serial,
             m.certificate_not_after, m.joined_at, m.last_seen_at, m.disabled_at, m.disabled_reason,
@@ -127,7 +131,7 @@ const memberships: Loader<"membership"> = (sql, keys) => loadMemberships(sql, ke
 const nodes: Loader<"node"> = async (sql, keys) => {
   const { rows } = await sql.query(
     `SELECT n.id, n.name, n.facts, n.capabilities, n.state, n.created_at, n.revoked_at,
-            s.online, s.health, s.heartbeat, s.last_heartbeat_at
+            s.online, s.health, s.heartbeat, s.addresses, s.last_heartbeat_at
      FROM nodes n LEFT JOIN node_status s ON s.node_id = n.id
      WHERE ($1::text[] IS NULL OR n.id = ANY($1))`,
     [keys],
@@ -146,7 +150,10 @@ const nodes: Loader<"node"> = async (sql, keys) => {
       state: NODE_STATES[r.state],
       online: r.online ?? false,
       health: (r.health ?? 0) as NodeHealth,
-      lastHeartbeat: r.heartbeat ? fromBinary(HeartbeatSchema, r.heartbeat) : undefined,
+      // The stored addresses are the last non-empty set reported (a heartbeat without them keeps them).
+      lastHeartbeat: r.heartbeat
+        ? { ...fromBinary(HeartbeatSchema, r.heartbeat), addresses: r.addresses }
+        : undefined,
       lastHeartbeatAt: ts(r.last_heartbeat_at),
       createdAt: ts(r.created_at),
       revokedAt: ts(r.revoked_at),

@@ -42,7 +42,10 @@ export class Model {
   }
 
   /** Replaces everything with a snapshot read at `version` (start-up, or after the feed lost track). */
-  reset(version: bigint, entities: { kind: EntityKind; key: string; version: bigint; value: AnyEntity }[]): void {
+  reset(
+    version: bigint,
+    entities: { kind: EntityKind; key: string; version: bigint; value: AnyEntity }[],
+  ): void {
     const maps = emptyMaps();
     for (const e of entities) (maps[e.kind] as Map<string, Versioned<AnyEntity>>).set(e.key, e);
     this.maps = maps;

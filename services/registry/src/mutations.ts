@@ -93,7 +93,10 @@ async function refusal(r: Registry, m: Mutation, err: unknown): Promise<unknown>
       outcome: err.kind === "permission-denied" ? "refused" : "failed",
       details: { ...event.details, error: err.kind, reason: err.message },
     }).catch((auditErr: unknown) =>
-      r.logger.warn({ err: (auditErr as Error).message, action: m.action }, "could not audit a refused change"),
+      r.logger.warn(
+        { err: (auditErr as Error).message, action: m.action },
+        "could not audit a refused change",
+      ),
     );
     return err;
   }
@@ -112,7 +115,11 @@ async function refusal(r: Registry, m: Mutation, err: unknown): Promise<unknown>
 }
 
 /** An entity as a mutation left it: from the model, or from the database if the model lags. */
-export async function written<K extends EntityKind>(r: Registry, kind: K, key: string): Promise<EntityTypes[K]> {
+export async function written<K extends EntityKind>(
+  r: Registry,
+  kind: K,
+  key: string,
+): Promise<EntityTypes[K]> {
   const entity = r.model.get(kind, key) ?? (await LOADERS[kind](r.pool, [key]))[0];
   if (!entity) throw notFound(`${kind.replace("_", " ")} "${key}" does not exist`);
   return entity;

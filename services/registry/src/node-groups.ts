@@ -16,7 +16,13 @@ export function nodeGroupHandlers(
     async createNodeGroup(req, ctx) {
       const id = newId("ng");
       const caller = callerOf(ctx);
-      const m = { caller, action: "node_group.create", targetType: "node_group", targetId: id, clusterId: req.clusterId };
+      const m = {
+        caller,
+        action: "node_group.create",
+        targetType: "node_group",
+        targetId: id,
+        clusterId: req.clusterId,
+      };
       await mutate(r, m, async (w) => {
         required("cluster_id", req.clusterId);
         requireCluster(caller, req.clusterId);
@@ -25,8 +31,11 @@ export function nodeGroupHandlers(
         const cluster = await w.tx.query("SELECT 1 FROM clusters WHERE id = $1", [req.clusterId]);
         if (cluster.rowCount === 0) throw notFound(`cluster "${req.clusterId}" does not exist`);
         if (req.parentGroupId) {
-          const parent = await w.tx.query("SELECT cluster_id FROM node_groups WHERE id = $1", [req.parentGroupId]);
-          if (parent.rowCount === 0) throw notFound(`parent node group "${req.parentGroupId}" does not exist`);
+          const parent = await w.tx.query("SELECT cluster_id FROM node_groups WHERE id = $1", [
+            req.parentGroupId,
+          ]);
+          if (parent.rowCount === 0)
+            throw notFound(`parent node group "${req.parentGroupId}" does not exist`);
           if (parent.rows[0].cluster_id !== req.clusterId) {
             throw failedPrecondition(`parent node group "${req.parentGroupId}" belongs to another cluster`);
           }
@@ -37,7 +46,9 @@ export function nodeGroupHandlers(
           [id, req.clusterId, req.name, req.parentGroupId || null, req.description],
         );
         if (res.rowCount === 0) {
-          throw alreadyExists(`a node group named "${req.name}" already exists at that level; choose another name`);
+          throw alreadyExists(
+            `a node group named "${req.name}" already exists at that level; choose another name`,
+          );
         }
         w.changes.touch("node_group", id);
         w.audit({ details: { name: req.name, parent_group_id: req.parentGroupId } });
@@ -58,17 +69,30 @@ export function nodeGroupHandlers(
     },
 
     async deleteNodeGroup(req, ctx) {
-      const m: Mutation = { caller: callerOf(ctx), action: "node_group.delete", targetType: "node_group", targetId: req.nodeGroupId };
+      const m: Mutation = {
+        caller: callerOf(ctx),
+        action: "node_group.delete",
+        targetType: "node_group",
+        targetId: req.nodeGroupId,
+      };
       await mutate(r, m, async (w) => {
         required("node_group_id", req.nodeGroupId);
-        const found = await w.tx.query("SELECT cluster_id FROM node_groups WHERE id = $1 FOR UPDATE", [req.nodeGroupId]);
+        const found = await w.tx.query("SELECT cluster_id FROM node_groups WHERE id = $1 FOR UPDATE", [
+          req.nodeGroupId,
+        ]);
         if (found.rowCount === 0) throw notFound(`node group "${req.nodeGroupId}" does not exist`);
         m.clusterId = found.rows[0].cluster_id as string;
         requireCluster(m.caller, m.clusterId);
-        const children = await w.tx.query("SELECT 1 FROM node_groups WHERE parent_group_id = $1 LIMIT 1", [req.nodeGroupId]);
-        if (children.rowCount) throw failedPrecondition("the node group has child groups; delete or move them first");
-        const members = await w.tx.query("SELECT 1 FROM memberships WHERE node_group_id = $1 LIMIT 1", [req.nodeGroupId]);
-        if (members.rowCount) throw failedPrecondition("the node group still holds nodes; move them out first (SetNodeGroup)");
+        const children = await w.tx.query("SELECT 1 FROM node_groups WHERE parent_group_id = $1 LIMIT 1", [
+          req.nodeGroupId,
+        ]);
+        if (children.rowCount)
+          throw failedPrecondition("the node group has child groups; delete or move them first");
+        const members = await w.tx.query("SELECT 1 FROM memberships WHERE node_group_id = $1 LIMIT 1", [
+          req.nodeGroupId,
+        ]);
+        if (members.rowCount)
+          throw failedPrecondition("the node group still holds nodes; move them out first (SetNodeGroup)");
         const [group] = await LOADERS.node_group(w.tx, [req.nodeGroupId]);
         await w.tx.query("DELETE FROM node_groups WHERE id = $1", [req.nodeGroupId]);
         w.changes.remove("node_group", group!);
@@ -78,7 +102,12 @@ export function nodeGroupHandlers(
     },
 
     async setNodeGroup(req, ctx) {
-      const m: Mutation = { caller: callerOf(ctx), action: "membership.set_group", targetType: "membership", clusterId: req.clusterId };
+      const m: Mutation = {
+        caller: callerOf(ctx),
+        action: "membership.set_group",
+        targetType: "membership",
+        clusterId: req.clusterId,
+      };
       const membershipId = await mutate(r, m, async (w) => {
         required("node_id", req.nodeId);
         required("cluster_id", req.clusterId);
@@ -87,18 +116,26 @@ export function nodeGroupHandlers(
           "SELECT id, node_group_id FROM memberships WHERE node_id = $1 AND cluster_id = $2 FOR UPDATE",
           [req.nodeId, req.clusterId],
         );
-        if (found.rowCount === 0) throw notFound(`node "${req.nodeId}" has no membership in cluster "${req.clusterId}"`);
+        if (found.rowCount === 0)
+          throw notFound(`node "${req.nodeId}" has no membership in cluster "${req.clusterId}"`);
         const id = found.rows[0].id as string;
         m.targetId = id;
         if (req.nodeGroupId) {
-          const group = await w.tx.query("SELECT cluster_id FROM node_groups WHERE id = $1", [req.nodeGroupId]);
+          const group = await w.tx.query("SELECT cluster_id FROM node_groups WHERE id = $1", [
+            req.nodeGroupId,
+          ]);
           if (group.rowCount === 0) throw notFound(`node group "${req.nodeGroupId}" does not exist`);
           if (group.rows[0].cluster_id !== req.clusterId) {
-            throw failedPrecondition(`node group "${req.nodeGroupId}" belongs to another cluster than the membership`);
+            throw failedPrecondition(
+              `node group "${req.nodeGroupId}" belongs to another cluster than the membership`,
+            );
           }
         }
         if ((found.rows[0].node_group_id ?? "") === req.nodeGroupId) return id;
-        await w.tx.query("UPDATE memberships SET node_group_id = $2 WHERE id = $1", [id, req.nodeGroupId || null]);
+        await w.tx.query("UPDATE memberships SET node_group_id = $2 WHERE id = $1", [
+          id,
+          req.nodeGroupId || null,
+        ]);
         w.changes.touch("membership", id);
         w.changes.touch("node", req.nodeId);
         w.audit({ details: { node_id: req.nodeId, node_group_id: req.nodeGroupId } });

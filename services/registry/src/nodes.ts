@@ -28,7 +28,9 @@ const REFUSED_REASONS = new Set([RevocationReason.CERTIFICATE_HOLD, RevocationRe
 /** Nodes and their memberships: reads for admins, membership state changes, and revocation. */
 export function nodeHandlers(
   r: Registry,
-): Handlers<"getNode" | "listNodes" | "revokeNode" | "listMemberships" | "disableMembership" | "enableMembership"> {
+): Handlers<
+  "getNode" | "listNodes" | "revokeNode" | "listMemberships" | "disableMembership" | "enableMembership"
+> {
   return {
     getNode(req, ctx) {
       const caller = callerOf(ctx);
@@ -46,14 +48,16 @@ export function nodeHandlers(
       const assignments = r.model.values("role_assignment");
       const holds = (nodeId: string, test: (a: (typeof assignments)[number]) => boolean) =>
         assignments.some((a) => a.nodeId === nodeId && (!cluster || a.clusterId === cluster) && test(a));
-      const nodes = r.model.values("node").filter(
-        (n) =>
-          (!cluster || n.memberships.some((m) => m.clusterId === cluster)) &&
-          (!req.state || n.state === req.state) &&
-          (!req.role || holds(n.id, (a) => a.role === req.role)) &&
-          (!req.organizationId || holds(n.id, (a) => a.organizationId === req.organizationId)) &&
-          (!req.nodeGroupId || n.memberships.some((m) => m.nodeGroupId === req.nodeGroupId)),
-      );
+      const nodes = r.model
+        .values("node")
+        .filter(
+          (n) =>
+            (!cluster || n.memberships.some((m) => m.clusterId === cluster)) &&
+            (!req.state || n.state === req.state) &&
+            (!req.role || holds(n.id, (a) => a.role === req.role)) &&
+            (!req.organizationId || holds(n.id, (a) => a.organizationId === req.organizationId)) &&
+            (!req.nodeGroupId || n.memberships.some((m) => m.nodeGroupId === req.nodeGroupId)),
+        );
       const key = (n: Node) => [n.name];
       const scope = `ListNodes|${cluster}|${req.organizationId}|${req.state}|${req.role}|${req.nodeGroupId}`;
       const page = pageOf(sortByPosition(nodes, key), key, req, scope);
@@ -63,18 +67,23 @@ export function nodeHandlers(
     async revokeNode(req, ctx) {
       const caller = callerOf(ctx);
       const m: Mutation = { caller, action: "node.revoke", targetType: "node", targetId: req.nodeId };
-      const reason = req.reason === RevocationReason.UNSPECIFIED ? RevocationReason.PRIVILEGE_WITHDRAWN : req.reason;
+      const reason =
+        req.reason === RevocationReason.UNSPECIFIED ? RevocationReason.PRIVILEGE_WITHDRAWN : req.reason;
       await mutate(r, m, async (w) => {
         principalId("node_id", req.nodeId);
         if (REFUSED_REASONS.has(reason)) {
-          throw invalidArgument("reason: Fabric revocation is final; CERTIFICATE_HOLD and REMOVE_FROM_CRL are not allowed");
+          throw invalidArgument(
+            "reason: Fabric revocation is final; CERTIFICATE_HOLD and REMOVE_FROM_CRL are not allowed",
+          );
         }
         text("comment", req.comment, 512);
         const found = await w.tx.query("SELECT state FROM nodes WHERE id = $1 FOR UPDATE", [req.nodeId]);
         if (found.rowCount === 0) throw notFound(`node "${req.nodeId}" does not exist`);
         // Already banned: only the CA step below is repeated (a retry after the CA was unreachable).
         if (found.rows[0].state === "revoked") return;
-        await w.tx.query("UPDATE nodes SET state = 'revoked', revoked_at = now() WHERE id = $1", [req.nodeId]);
+        await w.tx.query("UPDATE nodes SET state = 'revoked', revoked_at = now() WHERE id = $1", [
+          req.nodeId,
+        ]);
         const memberships = await w.tx.query(
           `UPDATE memberships SET state = 'revoked'
            WHERE id IN (SELECT id FROM memberships WHERE node_id = $1 ORDER BY id FOR UPDATE) RETURNING id`,
@@ -140,12 +149,18 @@ export function nodeHandlers(
     },
 
     async disableMembership(req, ctx) {
-      const m: Mutation = { caller: callerOf(ctx), action: "membership.disable", targetType: "membership", targetId: req.membershipId };
+      const m: Mutation = {
+        caller: callerOf(ctx),
+        action: "membership.disable",
+        targetType: "membership",
+        targetId: req.membershipId,
+      };
       await mutate(r, m, async (w) => {
         required("membership_id", req.membershipId);
         text("reason", req.reason, 512, { required: true });
         const row = await lockMembership(w.tx, req.membershipId, m);
-        if (row.state === "revoked") throw failedPrecondition("the membership is revoked (its node was revoked); that is final");
+        if (row.state === "revoked")
+          throw failedPrecondition("the membership is revoked (its node was revoked); that is final");
         if (row.state === "disabled") return;
         await w.tx.query(
           "UPDATE memberships SET state = 'disabled', disabled_at = now(), disabled_reason = $2 WHERE id = $1",
@@ -159,11 +174,19 @@ export function nodeHandlers(
     },
 
     async enableMembership(req, ctx) {
-      const m: Mutation = { caller: callerOf(ctx), action: "membership.enable", targetType: "membership", targetId: req.membershipId };
+      const m: Mutation = {
+        caller: callerOf(ctx),
+        action: "membership.enable",
+        targetType: "membership",
+        targetId: req.membershipId,
+      };
       await mutate(r, m, async (w) => {
         required("membership_id", req.membershipId);
         const row = await lockMembership(w.tx, req.membershipId, m);
-        if (row.state === "revoked") throw failedPrecondition("the membership is revoked (its node was revoked); the host must enroll as a new node");
+        if (row.state === "revoked")
+          throw failedPrecondition(
+            "the membership is revoked (its node was revoked); the host must enroll as a new node",
+          );
         if (row.state === "active") return;
         await w.tx.query(
           "UPDATE memberships SET state = 'active', disabled_at = NULL, disabled_reason = '' WHERE id = $1",
@@ -178,8 +201,15 @@ export function nodeHandlers(
   };
 
   /** Locks a membership for change, refusing admins of other clusters. */
-  async function lockMembership(tx: Sql, id: string, m: Mutation): Promise<{ state: string; node_id: string }> {
-    const found = await tx.query("SELECT cluster_id, state, node_id FROM memberships WHERE id = $1 FOR UPDATE", [id]);
+  async function lockMembership(
+    tx: Sql,
+    id: string,
+    m: Mutation,
+  ): Promise<{ state: string; node_id: string }> {
+    const found = await tx.query(
+      "SELECT cluster_id, state, node_id FROM memberships WHERE id = $1 FOR UPDATE",
+      [id],
+    );
     if (found.rowCount === 0) throw notFound(`membership "${id}" does not exist`);
     m.clusterId = found.rows[0].cluster_id as string;
     requireCluster(m.caller, m.clusterId);

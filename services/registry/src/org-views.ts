@@ -40,7 +40,8 @@ function organizationOf(r: Registry, caller: Principal, requested: string): stri
 /** Safe status of one node: availability only. */
 function nodeStatus(node: Node | undefined, clusterId: string): OrgStatus {
   const membership = node?.memberships.find((m) => m.clusterId === clusterId);
-  if (!node || node.state !== NodeState.ACTIVE || membership?.state !== MembershipState.ACTIVE) return OrgStatus.UNAVAILABLE;
+  if (!node || node.state !== NodeState.ACTIVE || membership?.state !== MembershipState.ACTIVE)
+    return OrgStatus.UNAVAILABLE;
   if (!node.lastHeartbeatAt) return OrgStatus.UNSPECIFIED;
   if (!node.online || node.health === NodeHealth.UNHEALTHY) return OrgStatus.UNAVAILABLE;
   return node.health === NodeHealth.DEGRADED ? OrgStatus.DEGRADED : OrgStatus.AVAILABLE;
@@ -51,7 +52,9 @@ function aggregate(statuses: OrgStatus[]): OrgStatus {
   if (statuses.length === 0) return OrgStatus.UNAVAILABLE;
   if (statuses.every((s) => s === OrgStatus.UNSPECIFIED)) return OrgStatus.UNSPECIFIED;
   if (statuses.every((s) => s === OrgStatus.AVAILABLE)) return OrgStatus.AVAILABLE;
-  return statuses.some((s) => s === OrgStatus.AVAILABLE || s === OrgStatus.DEGRADED) ? OrgStatus.DEGRADED : OrgStatus.UNAVAILABLE;
+  return statuses.some((s) => s === OrgStatus.AVAILABLE || s === OrgStatus.DEGRADED)
+    ? OrgStatus.DEGRADED
+    : OrgStatus.UNAVAILABLE;
 }
 
 interface OrgView {
@@ -66,13 +69,18 @@ function holders(r: Registry, clusterId: string, role: string, org: string): Nod
   const ids = new Set(
     r.model
       .values("role_assignment")
-      .filter((a) => a.clusterId === clusterId && a.role === role && (!a.organizationId || a.organizationId === org))
+      .filter(
+        (a) =>
+          a.clusterId === clusterId && a.role === role && (!a.organizationId || a.organizationId === org),
+      )
       .map((a) => a.nodeId),
   );
   return [...ids]
     .map((id) => r.model.get("node", id))
     .filter((n): n is Node => !!n && n.state === NodeState.ACTIVE)
-    .filter((n) => n.memberships.some((m) => m.clusterId === clusterId && m.state === MembershipState.ACTIVE));
+    .filter((n) =>
+      n.memberships.some((m) => m.clusterId === clusterId && m.state === MembershipState.ACTIVE),
+    );
 }
 
 function computeView(r: Registry, org: string): OrgView {
@@ -80,7 +88,11 @@ function computeView(r: Registry, org: string): OrgView {
   const pools = r.model.values("egress_pool").filter((p) => p.organizationIds.includes(org));
   const scoped = r.model.values("role_assignment").filter((a) => a.organizationId === org);
   const clusters = [
-    ...new Set([...workloads.map((w) => w.spec!.clusterId), ...pools.map((p) => p.clusterId), ...scoped.map((a) => a.clusterId)]),
+    ...new Set([
+      ...workloads.map((w) => w.spec!.clusterId),
+      ...pools.map((p) => p.clusterId),
+      ...scoped.map((a) => a.clusterId),
+    ]),
   ].sort();
 
   const entryPoints: OrgEntryPoint[] = [];
@@ -168,7 +180,10 @@ export function orgViewHandlers(
         overview: {
           organizationId: org,
           name: r.model.get("organization", org)!.name,
-          clusters: view.clusters.map((id) => ({ clusterId: id, name: r.model.get("cluster", id)?.name ?? "" })),
+          clusters: view.clusters.map((id) => ({
+            clusterId: id,
+            name: r.model.get("cluster", id)?.name ?? "",
+          })),
           entryPointCount: view.entryPoints.length,
           egressPointCount: view.egressPoints.length,
           workloadCount: view.workloads.length,
@@ -181,21 +196,36 @@ export function orgViewHandlers(
     listOrgEntryPoints(req, ctx) {
       const org = organizationOf(r, callerOf(ctx), req.organizationId);
       const key = (e: OrgEntryPoint) => [e.clusterId, e.address, e.id];
-      const page = pageOf(sortByPosition(computeView(r, org).entryPoints, key), key, req, `ListOrgEntryPoints|${org}`);
+      const page = pageOf(
+        sortByPosition(computeView(r, org).entryPoints, key),
+        key,
+        req,
+        `ListOrgEntryPoints|${org}`,
+      );
       return { entryPoints: page.items, nextPageToken: page.nextPageToken };
     },
 
     listOrgEgressPoints(req, ctx) {
       const org = organizationOf(r, callerOf(ctx), req.organizationId);
       const key = (e: OrgEgressPoint) => [e.name, e.egressPoolId];
-      const page = pageOf(sortByPosition(computeView(r, org).egressPoints, key), key, req, `ListOrgEgressPoints|${org}`);
+      const page = pageOf(
+        sortByPosition(computeView(r, org).egressPoints, key),
+        key,
+        req,
+        `ListOrgEgressPoints|${org}`,
+      );
       return { egressPoints: page.items, nextPageToken: page.nextPageToken };
     },
 
     listOrgWorkloads(req, ctx) {
       const org = organizationOf(r, callerOf(ctx), req.organizationId);
       const key = (w: OrgWorkload) => [w.workloadId];
-      const page = pageOf(sortByPosition(computeView(r, org).workloads, key), key, req, `ListOrgWorkloads|${org}`);
+      const page = pageOf(
+        sortByPosition(computeView(r, org).workloads, key),
+        key,
+        req,
+        `ListOrgWorkloads|${org}`,
+      );
       return { workloads: page.items, nextPageToken: page.nextPageToken };
     },
   };

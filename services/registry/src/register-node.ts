@@ -33,7 +33,8 @@ export function registerNodeHandlers(r: Registry): Handlers<"registerNode"> {
         text("join_request_id", required("join_request_id", req.joinRequestId), 128);
         const capabilities = [...new Set(req.capabilities)];
         for (const c of capabilities) {
-          if (!CAPABILITY.test(c)) throw invalidArgument(`capabilities: ${shown(c)} must be lower snake case starting with "can_"`);
+          if (!CAPABILITY.test(c))
+            throw invalidArgument(`capabilities: ${shown(c)} must be lower snake case starting with "can_"`);
         }
         const roles = [...new Set(req.grantedRoles)];
         for (const role of roles) slug("granted_roles", role);
@@ -42,7 +43,9 @@ export function registerNodeHandlers(r: Registry): Handlers<"registerNode"> {
         const facts = checkedFacts(req.facts);
 
         // Serializes retries of this join request, and concurrent joins of the same node id.
-        await w.tx.query("SELECT pg_advisory_xact_lock(hashtextextended($1, 1))", [`join:${req.joinRequestId}`]);
+        await w.tx.query("SELECT pg_advisory_xact_lock(hashtextextended($1, 1))", [
+          `join:${req.joinRequestId}`,
+        ]);
         await w.tx.query("SELECT pg_advisory_xact_lock(hashtextextended($1, 1))", [`node:${req.nodeId}`]);
         const prior = await w.tx.query(
           "SELECT node_id, cluster_id, membership_id, node_created FROM registrations WHERE join_request_id = $1",
@@ -55,7 +58,11 @@ export function registerNodeHandlers(r: Registry): Handlers<"registerNode"> {
               `join request "${req.joinRequestId}" was already registered for node "${p.node_id}" in cluster "${p.cluster_id}"`,
             );
           }
-          return { nodeId: p.node_id as string, membershipId: p.membership_id as string, created: p.node_created as boolean };
+          return {
+            nodeId: p.node_id as string,
+            membershipId: p.membership_id as string,
+            created: p.node_created as boolean,
+          };
         }
         if ((await w.tx.query("SELECT 1 FROM clusters WHERE id = $1", [req.clusterId])).rowCount === 0) {
           throw notFound(`cluster "${req.clusterId}" does not exist`);
@@ -63,34 +70,56 @@ export function registerNodeHandlers(r: Registry): Handlers<"registerNode"> {
         const approvedBy = req.approvedBy ? `${kindName(req.approvedBy.kind)}/${req.approvedBy.id}` : "";
         const node = await w.tx.query("SELECT state FROM nodes WHERE id = $1 FOR UPDATE", [req.nodeId]);
         if (node.rows[0]?.state === "revoked") {
-          throw failedPrecondition(`node "${req.nodeId}" was revoked and its id is banned; the host must enroll as a new node`);
+          throw failedPrecondition(
+            `node "${req.nodeId}" was revoked and its id is banned; the host must enroll as a new node`,
+          );
         }
         const created = node.rowCount === 0;
         const factsBytes = Buffer.from(toBinary(NodeFactsSchema, facts));
         if (created) {
-          const name = await insertNode(w.tx, req.nodeId, req.nodeName || facts.hostname || req.nodeId, factsBytes, capabilities);
-          w.audit({ details: { join_request_id: req.joinRequestId, approved_by: approvedBy, name, created: "true" } });
+          const name = await insertNode(
+            w.tx,
+            req.nodeId,
+            req.nodeName || facts.hostname || req.nodeId,
+            factsBytes,
+            capabilities,
+          );
+          w.audit({
+            details: { join_request_id: req.joinRequestId, approved_by: approvedBy, name, created: "true" },
+          });
         } else {
-          await w.tx.query("UPDATE nodes SET facts = $2, capabilities = $3 WHERE id = $1", [req.nodeId, factsBytes, capabilities]);
-          w.audit({ details: { join_request_id: req.joinRequestId, approved_by: approvedBy, created: "false" } });
+          await w.tx.query("UPDATE nodes SET facts = $2, capabilities = $3 WHERE id = $1", [
+            req.nodeId,
+            factsBytes,
+            capabilities,
+          ]);
+          w.audit({
+            details: { join_request_id: req.joinRequestId, approved_by: approvedBy, created: "false" },
+          });
         }
         const notAfter = req.certificateNotAfter ? timestampDate(req.certificateNotAfter) : null;
-        const existing = await w.tx.query("SELECT id, state FROM memberships WHERE node_id = $1 AND cluster_id = $2 FOR UPDATE", [
-          req.nodeId,
-          req.clusterId,
-        ]);
+        const existing = await w.tx.query(
+          "SELECT id, state FROM memberships WHERE node_id = $1 AND cluster_id = $2 FOR UPDATE",
+          [req.nodeId, req.clusterId],
+        );
         let membershipId: string;
         if (existing.rows[0]) {
           if (existing.rows[0].state === "revoked") {
-            throw failedPrecondition(`node "${req.nodeId}"'s membership in cluster "${req.clusterId}" is revoked`);
+            throw failedPrecondition(
+              `node "${req.nodeId}"'s membership in cluster "${req.clusterId}" is revoked`,
+            );
           }
           membershipId = existing.rows[0].id;
-          await w.tx.query("UPDATE memberships SET certificate_serial = $2, certificate_not_after = $3 WHERE id = $1", [
-            membershipId,
-            serial,
-            notAfter,
-          ]);
-          w.audit({ action: "membership.renew", targetType: "membership", targetId: membershipId, details: { node_id: req.nodeId, serial } });
+          await w.tx.query(
+            "UPDATE memberships SET certificate_serial = $2, certificate_not_after = $3 WHERE id = $1",
+            [membershipId, serial, notAfter],
+          );
+          w.audit({
+            action: "membership.renew",
+            targetType: "membership",
+            targetId: membershipId,
+            details: { node_id: req.nodeId, serial },
+          });
         } else {
           membershipId = newId("m");
           await w.tx.query(
@@ -98,13 +127,23 @@ export function registerNodeHandlers(r: Registry): Handlers<"registerNode"> {
              VALUES ($1, $2, $3, 'active', $4, $5)`,
             [membershipId, req.nodeId, req.clusterId, serial, notAfter],
           );
-          w.audit({ action: "membership.create", targetType: "membership", targetId: membershipId, details: { node_id: req.nodeId, serial } });
+          w.audit({
+            action: "membership.create",
+            targetType: "membership",
+            targetId: membershipId,
+            details: { node_id: req.nodeId, serial },
+          });
         }
         for (const role of roles) {
           const id = await grantRole(w.tx, req.nodeId, req.clusterId, role, capabilities, m);
           if (id) {
             w.changes.touch("role_assignment", id);
-            w.audit({ action: "role_assignment.create", targetType: "role_assignment", targetId: id, details: { node_id: req.nodeId, role } });
+            w.audit({
+              action: "role_assignment.create",
+              targetType: "role_assignment",
+              targetId: id,
+              details: { node_id: req.nodeId, role },
+            });
           }
         }
         await w.tx.query(
@@ -121,8 +160,17 @@ export function registerNodeHandlers(r: Registry): Handlers<"registerNode"> {
 }
 
 /** Inserts the node under its requested name made valid, with a numeric suffix when taken. */
-async function insertNode(tx: Tx, id: string, wanted: string, facts: Buffer, capabilities: string[]): Promise<string> {
-  let base = wanted.toLowerCase().replace(/[^a-z0-9-]+/g, "-").replace(/^-+|-+$/g, "");
+async function insertNode(
+  tx: Tx,
+  id: string,
+  wanted: string,
+  facts: Buffer,
+  capabilities: string[],
+): Promise<string> {
+  let base = wanted
+    .toLowerCase()
+    .replace(/[^a-z0-9-]+/g, "-")
+    .replace(/^-+|-+$/g, "");
   if (!/^[a-z]/.test(base)) base = `n-${base}`;
   base = base.slice(0, 56).replace(/-+$/, "");
   for (let n = 1; ; n++) {

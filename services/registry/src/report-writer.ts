@@ -1,6 +1,6 @@
 import { toBinary } from "@bufbuild/protobuf";
 import { timestampDate } from "@bufbuild/protobuf/wkt";
-import { transaction, type Logger, type Pool, type Tx } from "@fabric/platform";
+import { transaction, type Logger, type Pool } from "@fabric/platform";
 import type { SessionRequest } from "@fabric/proto/fabric/registry/v1/registry_pb.js";
 import {
   HeartbeatSchema,
@@ -12,7 +12,7 @@ import {
 } from "@fabric/proto/fabric/registry/v1/session_pb.js";
 import { Counter, Histogram, type Registry as Metrics } from "prom-client";
 import { ChangeSet, writeChanges } from "./changes.js";
-import { probeKey, workloadStatusKey } from "./entities.js";
+import { isEntityKind, probeKey, workloadStatusKey } from "./entities.js";
 
 /** One report from a node's Session, as received. */
 export interface Report {
@@ -35,23 +35,24 @@ export interface ReportWriterOptions {
   coalesceMs: number;
 }
 
+/** Told once the report's batch committed (no argument), or failed (the error). */
+export type Durable = (err?: unknown) => void;
+
 interface Pending {
   report: Report;
-  resolve: () => void;
-  reject: (err: unknown) => void;
+  done: Durable;
 }
 
 // Smoothing of probe figures: each window moves the stored value this far toward the new one.
 const PROBE_ALPHA = 0.3;
-const FAILURE_WINDOW_MS = 10 * 60_000;
 
 /**
  * Group commit for Session reports. Reports queue up; a batch is written when the first one has waited
- * flushMs or maxBatch are queued, as one transaction: every report into the append-only log, and the
- * latest state per node, per workload and node, and per probed pair, each upserted once per batch from
- * unnest() arrays. While a batch commits the next one gathers, so under load batches grow instead of
- * transactions multiplying. A report's promise resolves only after its batch committed: that is when the
- * Session acknowledges it.
+ * flushMs or maxBatch are queued, as one transaction holding one statement (BATCH_SQL): every report
+ * into the append-only log, and the latest state per node, per workload and node, and per probed pair,
+ * each upserted once per batch from unnest() arrays. While a batch commits the next one gathers, so
+ * under load batches grow instead of transactions multiplying. A report's promise resolves only after
+ * its batch committed: that is when the Session acknowledges it.
  */
 export class ReportWriter {
   private queue: Pending[] = [];
@@ -82,20 +83,13 @@ export class ReportWriter {
     });
   }
 
-  /** Reports waiting for a batch (for back-pressure). */
-  get queued(): number {
-    return this.queue.length;
-  }
-
-  /** Resolves once the report is durable. */
-  submit(report: Report): Promise<void> {
-    return new Promise((resolve, reject) => {
-      this.queue.push({ report, resolve, reject });
-      if (this.queue.length >= this.options.maxBatch) void this.flush();
-      else if (!this.timer && !this.flushing) {
-        this.timer = setTimeout(() => void this.flush(), this.options.flushMs);
-      }
-    });
+  /** Queues a report; `done` is called once it is durable (a callback, not a promise: thousands a second). */
+  submit(report: Report, done: Durable): void {
+    this.queue.push({ report, done });
+    if (this.queue.length >= this.options.maxBatch) void this.flush();
+    else if (!this.timer && !this.flushing) {
+      this.timer = setTimeout(() => void this.flush(), this.options.flushMs);
+    }
   }
 
   /** Writes whatever is queued; resolves when the queue is empty. */
@@ -119,10 +113,13 @@ export class ReportWriter {
           this.batchSize.observe(batch.length);
           this.flushSeconds.observe(Number(process.hrtime.bigint() - started) / 1e9);
           for (const p of batch) this.written.inc({ kind: p.report.payload.case });
-          for (const p of batch) p.resolve();
+          for (const p of batch) p.done();
         } catch (err) {
-          this.options.logger.warn({ err: (err as Error).message, reports: batch.length }, "report batch not written");
-          for (const p of batch) p.reject(err);
+          this.options.logger.warn(
+            { err: (err as Error).message, reports: batch.length },
+            "report batch not written",
+          );
+          for (const p of batch) p.done(err);
         }
       }
     } finally {
@@ -145,291 +142,255 @@ export class ReportWriter {
   private async write(batch: Report[]): Promise<void> {
     const changes = new ChangeSet();
     await transaction(this.options.pool, async (tx) => {
-      await appendLog(tx, batch);
-      // Database time throughout, so the offline sweep compares like with like.
-      const { rows } = await tx.query<{ now: Date }>("SELECT now() AS now");
-      const now = rows[0]!.now;
-      const emittedNodes = await writeHeartbeats(tx, batch, now, this.options.coalesceMs, changes);
-      for (const m of await touchMemberships(tx, batch, now)) {
-        if (emittedNodes.has(m.node_id)) changes.touch("membership", m.id);
+      const { rows } = await tx.query<{
+        kind: string;
+        key: string;
+        came_online: boolean;
+        cluster_id: string;
+      }>(BATCH_SQL, batchParams(batch, this.options.coalesceMs));
+      for (const row of rows) {
+        if (!isEntityKind(row.kind)) continue;
+        changes.touch(row.kind, row.key);
+        if (row.came_online) {
+          tx.audit({
+            actorId: row.key,
+            actorKind: "node",
+            action: "node.online",
+            targetType: "node",
+            targetId: row.key,
+            clusterId: row.cluster_id,
+            outcome: "success",
+          });
+        }
       }
-      await writeWorkloadStatus(tx, batch, now, this.options.coalesceMs, changes);
-      await writeProbes(tx, batch, now, this.options.coalesceMs, changes);
       await writeChanges(tx, changes);
     });
   }
 }
 
-function lastBy<T>(batch: Report[], kind: Report["payload"]["case"], key: (r: Report, v: T) => string): Map<string, { r: Report; v: T }> {
-  const out = new Map<string, { r: Report; v: T }>();
-  for (const r of batch) if (r.payload.case === kind) out.set(key(r, r.payload.value as T), { r, v: r.payload.value as T });
-  return out;
-}
-
-async function appendLog(tx: Tx, batch: Report[]): Promise<void> {
-  const payload = (r: Report) => {
-    switch (r.payload.case) {
-      case "heartbeat":
-        return toBinary(HeartbeatSchema, r.payload.value);
-      case "workloadStatus":
-        return toBinary(WorkloadStatusReportSchema, r.payload.value);
-      case "probe":
-        return toBinary(ProbeReportSchema, r.payload.value);
-    }
-  };
-  await tx.query(
-    `INSERT INTO report_log (received_at, node_id, cluster_id, seq, kind, payload)
-     SELECT * FROM unnest($1::timestamptz[], $2::text[], $3::text[], $4::bigint[], $5::text[], $6::bytea[])`,
-    [
-      batch.map((r) => r.receivedAt),
-      batch.map((r) => r.nodeId),
-      batch.map((r) => r.clusterId),
-      batch.map((r) => r.seq.toString()),
-      batch.map((r) => r.payload.case),
-      batch.map((r) => Buffer.from(payload(r))),
-    ],
-  );
-}
-
 /**
- * Latest heartbeat per node. A node comes online with its first heartbeat (audited); its row reaches the
- * change feed when anything but load changed, or when its last feed entry is older than coalesceMs.
+ * One statement per batch, so a batch costs one round trip besides BEGIN and COMMIT. Each latest-state
+ * table is read with its rows locked (in key order, as every writer of them does), the new values are
+ * computed against the locked rows, and the rows are upserted. A row reaches the change feed (its
+ * `emitted_at` becomes now) when something besides load changed, or when its last feed entry is older
+ * than the coalescing interval; the final SELECT names the entities to capture in the feed.
+ *
+ *   $1-$7   the log: receive time (ms), node, cluster, seq, kind, payload length, payloads concatenated
+ *   $8-$15  heartbeats, last per node: node, health, heartbeat length, agent version, snapshot version,
+ *           addresses (JSON; empty = unchanged), cluster, heartbeats concatenated
+ *   $16-$17 every (node, cluster) that reported: memberships' last_seen_at
+ *   $18-$26 workload status, last per workload and node
+ *   $27-$37 probes folded per pair: decay and addend of the smoothed latency and loss, their first
+ *           values (see foldProbes), probes counted, and the no-answer windows as JSON arrays of times
+ *   $38     the coalescing interval (ms)
  */
-async function writeHeartbeats(
-  tx: Tx,
+const BATCH_SQL = `
+WITH log AS (
+  INSERT INTO report_log (received_at, node_id, cluster_id, seq, kind, payload)
+  SELECT to_timestamp(at / 1000.0), node_id, cluster_id, seq, kind,
+         substring($7::bytea FROM (sum(len) OVER (ORDER BY i) - len + 1)::int FOR len)
+  FROM unnest($1::float8[], $2::text[], $3::text[], $4::bigint[], $5::text[], $6::int[])
+    WITH ORDINALITY AS u(at, node_id, cluster_id, seq, kind, len, i)
+),
+hb_in AS (
+  SELECT u.*, substring($15::bytea FROM (sum(len) OVER (ORDER BY i) - len + 1)::int FOR len) AS heartbeat,
+         ARRAY(SELECT jsonb_array_elements_text(addrs::jsonb)) AS addresses
+  FROM unnest($8::text[], $9::smallint[], $10::int[], $11::text[], $12::bigint[], $13::text[], $14::text[])
+    WITH ORDINALITY AS u(id, health, len, agent, snap, addrs, cluster_id, i)
+),
+hb_old AS (SELECT * FROM node_status WHERE node_id = ANY($8) ORDER BY node_id FOR UPDATE),
+hb_new AS (
+  SELECT n.id, n.health, n.heartbeat, n.agent, n.snap, n.cluster_id, o.online AS was_online,
+         CASE WHEN cardinality(n.addresses) > 0 OR o.node_id IS NULL THEN n.addresses ELSE o.addresses END AS addresses,
+         o.node_id IS NULL OR NOT o.online OR o.health <> n.health OR o.agent_version <> n.agent
+           OR o.snapshot_version <> n.snap OR (cardinality(n.addresses) > 0 AND o.addresses <> n.addresses)
+           OR o.emitted_at <= now() - $38 * interval '1 millisecond' AS emit,
+         o.emitted_at
+  FROM hb_in n LEFT JOIN hb_old o ON o.node_id = n.id
+),
+hb AS (
+  INSERT INTO node_status (node_id, online, health, heartbeat, addresses, agent_version, snapshot_version,
+                           last_heartbeat_at, emitted_at)
+  SELECT id, true, health, heartbeat, addresses, agent, snap, now(), CASE WHEN emit THEN now() ELSE emitted_at END
+  FROM hb_new
+  ON CONFLICT (node_id) DO UPDATE SET online = true, health = excluded.health, heartbeat = excluded.heartbeat,
+    addresses = excluded.addresses, agent_version = excluded.agent_version,
+    snapshot_version = excluded.snapshot_version, last_heartbeat_at = excluded.last_heartbeat_at,
+    emitted_at = excluded.emitted_at
+),
+seen AS (
+  UPDATE memberships SET last_seen_at = now()
+  WHERE id IN (SELECT m.id FROM memberships m JOIN unnest($16::text[], $17::text[]) AS u(node_id, cluster_id)
+                 ON m.node_id = u.node_id AND m.cluster_id = u.cluster_id ORDER BY m.id FOR UPDATE OF m)
+  RETURNING id, node_id
+),
+ws_in AS (
+  -- Only workloads of the reporting node's cluster get a status row; others are only logged.
+  SELECT u.* FROM unnest($18::text[], $19::text[], $20::text[], $21::bigint[], $22::smallint[], $23::int[],
+                         $24::int[], $25::text[], $26::float8[]) AS u(w, n, c, g, st, re, x, msg, changed)
+  JOIN workloads wl ON wl.id = u.w AND wl.cluster_id = u.c
+),
+ws_old AS (
+  SELECT s.* FROM workload_status s JOIN ws_in u ON s.workload_id = u.w AND s.node_id = u.n
+  ORDER BY s.workload_id, s.node_id FOR UPDATE OF s
+),
+ws AS (
+  INSERT INTO workload_status (workload_id, node_id, cluster_id, generation, state, restarts, last_exit_code,
+                               message, state_changed_at, reported_at, emitted_at)
+  SELECT u.w, u.n, u.c, u.g, u.st, u.re, u.x, u.msg, to_timestamp(u.changed / 1000.0), now(),
+         CASE WHEN o.workload_id IS NULL OR o.generation <> u.g OR o.state <> u.st OR o.restarts <> u.re
+                OR o.last_exit_code <> u.x OR o.message <> u.msg OR o.emitted_at <= now() - $38 * interval '1 millisecond'
+              THEN now() ELSE o.emitted_at END
+  FROM ws_in u LEFT JOIN ws_old o ON o.workload_id = u.w AND o.node_id = u.n
+  ON CONFLICT (workload_id, node_id) DO UPDATE SET generation = excluded.generation, state = excluded.state,
+    restarts = excluded.restarts, last_exit_code = excluded.last_exit_code, message = excluded.message,
+    state_changed_at = excluded.state_changed_at, reported_at = excluded.reported_at, emitted_at = excluded.emitted_at
+  RETURNING workload_id, node_id, emitted_at
+),
+pr_in AS (
+  SELECT * FROM unnest($27::text[], $28::text[], $29::text[], $30::float8[], $31::float8[], $32::float8[],
+                       $33::float8[], $34::float8[], $35::float8[], $36::int[], $37::text[])
+    AS u(c, f, t, lat_decay, lat_add, loss_decay, loss_add, first_lat, first_loss, n, fails)
+),
+pr_old AS (
+  SELECT s.* FROM probe_stats s JOIN pr_in u ON s.cluster_id = u.c AND s.from_node_id = u.f AND s.to_node_id = u.t
+  ORDER BY 1, 2, 3 FOR UPDATE OF s
+),
+pr_new AS (
+  SELECT u.c, u.f, u.t, o.emitted_at, o.latency_us AS old_lat, o.loss_ratio AS old_loss,
+         COALESCE(o.latency_us, u.first_lat) * u.lat_decay + u.lat_add AS lat,
+         COALESCE(o.loss_ratio, u.first_loss) * u.loss_decay + u.loss_add AS loss,
+         LEAST(COALESCE(o.samples, 0)::bigint + u.n, 2147483647)::int AS samples,
+         ARRAY(SELECT f FROM unnest(COALESCE(o.failures, '{}') ||
+                 ARRAY(SELECT x::timestamptz FROM jsonb_array_elements_text(u.fails::jsonb) x)) f
+               WHERE f > now() - interval '10 minutes') AS failures,
+         cardinality(ARRAY(SELECT f FROM unnest(COALESCE(o.failures, '{}')) f WHERE f > now() - interval '10 minutes')) AS old_failures,
+         o.cluster_id IS NULL AS fresh
+  FROM pr_in u LEFT JOIN pr_old o ON o.cluster_id = u.c AND o.from_node_id = u.f AND o.to_node_id = u.t
+),
+pr AS (
+  INSERT INTO probe_stats (cluster_id, from_node_id, to_node_id, latency_us, loss_ratio, samples, failures,
+                           updated_at, emitted_at)
+  SELECT c, f, t, lat, loss, samples, failures, now(),
+         CASE WHEN fresh OR abs(lat - old_lat) > 0.2 * GREATEST(old_lat, 1000) OR abs(loss - old_loss) >= 0.05
+                OR cardinality(failures) <> old_failures OR emitted_at <= now() - $38 * interval '1 millisecond'
+              THEN now() ELSE emitted_at END
+  FROM pr_new
+  ON CONFLICT (cluster_id, from_node_id, to_node_id) DO UPDATE SET latency_us = excluded.latency_us,
+    loss_ratio = excluded.loss_ratio, samples = excluded.samples, failures = excluded.failures,
+    updated_at = excluded.updated_at, emitted_at = excluded.emitted_at
+  RETURNING cluster_id, from_node_id, to_node_id, emitted_at
+)
+SELECT 'node' AS kind, id AS key, was_online IS NOT TRUE AS came_online, cluster_id FROM hb_new WHERE emit
+UNION ALL
+SELECT 'membership', s.id, false, '' FROM seen s JOIN hb_new h ON h.id = s.node_id AND h.emit
+UNION ALL
+SELECT 'workload_status', workload_id || '/' || node_id, false, '' FROM ws WHERE emitted_at = now()
+UNION ALL
+SELECT 'probe_stats', cluster_id || '/' || from_node_id || '/' || to_node_id, false, '' FROM pr WHERE emitted_at = now()`;
+
+/** Latest of each kind within the batch, in key order (the lock order of BATCH_SQL). */
+function lastBy<T>(
   batch: Report[],
-  now: Date,
-  coalesceMs: number,
-  changes: ChangeSet,
-): Promise<Set<string>> {
-  const emitted = new Set<string>();
-  const latest = lastBy<Heartbeat>(batch, "heartbeat", (r) => r.nodeId);
-  if (latest.size === 0) return emitted;
-  const ids = [...latest.keys()].sort();
-  const prior = new Map(
-    (
-      await tx.query(
-        `SELECT node_id, online, health, addresses, agent_version, snapshot_version::text, emitted_at
-         FROM node_status WHERE node_id = ANY($1) ORDER BY node_id FOR UPDATE`,
-        [ids],
-      )
-    ).rows.map((row) => [row.node_id as string, row]),
-  );
-  const rows = ids.map((id) => {
-    const { r, v } = latest.get(id)!;
-    const before = prior.get(id);
-    const addresses = v.addresses.length > 0 ? v.addresses : ((before?.addresses as string[]) ?? []);
-    const changed =
-      !before ||
-      !before.online ||
-      before.health !== v.health ||
-      before.agent_version !== v.agentVersion ||
-      before.snapshot_version !== v.snapshotVersion.toString() ||
-      (before.addresses as string[]).join(",") !== addresses.join(",");
-    const emit = changed || now.getTime() - (before.emitted_at as Date).getTime() >= coalesceMs;
-    if (emit) {
-      emitted.add(id);
-      changes.touch("node", id);
-      if (!before?.online) {
-        tx.audit({
-          actorId: id,
-          actorKind: "node",
-          action: "node.online",
-          targetType: "node",
-          targetId: id,
-          clusterId: r.clusterId,
-          outcome: "success",
-        });
-      }
-    }
-    return { id, v, addresses, emittedAt: emit ? now : (before!.emitted_at as Date) };
-  });
-  await tx.query(
-    `INSERT INTO node_status (node_id, online, health, heartbeat, addresses, agent_version, snapshot_version,
-       last_heartbeat_at, emitted_at)
-     SELECT u.id, true, u.health, u.hb, ARRAY(SELECT jsonb_array_elements_text(u.addrs::jsonb)), u.agent, u.snap, $8, u.emitted
-     FROM unnest($1::text[], $2::smallint[], $3::bytea[], $4::text[], $5::text[], $6::bigint[], $7::timestamptz[])
-       AS u(id, health, hb, addrs, agent, snap, emitted)
-     ON CONFLICT (node_id) DO UPDATE SET online = true, health = excluded.health, heartbeat = excluded.heartbeat,
-       addresses = excluded.addresses, agent_version = excluded.agent_version,
-       snapshot_version = excluded.snapshot_version, last_heartbeat_at = excluded.last_heartbeat_at,
-       emitted_at = excluded.emitted_at`,
-    [
-      rows.map((x) => x.id),
-      rows.map((x) => x.v.health),
-      rows.map((x) => Buffer.from(toBinary(HeartbeatSchema, { ...x.v, addresses: x.addresses }))),
-      rows.map((x) => JSON.stringify(x.addresses)),
-      rows.map((x) => x.v.agentVersion),
-      rows.map((x) => x.v.snapshotVersion.toString()),
-      rows.map((x) => x.emittedAt),
-      now,
-    ],
-  );
-  return emitted;
+  kind: Report["payload"]["case"],
+  key: (r: Report, v: T) => string,
+): { r: Report; v: T }[] {
+  const out = new Map<string, { r: Report; v: T }>();
+  for (const r of batch)
+    if (r.payload.case === kind) out.set(key(r, r.payload.value as T), { r, v: r.payload.value as T });
+  return [...out.entries()].sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0)).map(([, e]) => e);
 }
 
-/** Every report refreshes its membership's last_seen_at (fed to watchers with the node's coalesced entries). */
-async function touchMemberships(tx: Tx, batch: Report[], now: Date): Promise<{ id: string; node_id: string }[]> {
-  const pairs = new Map<string, Report>();
-  for (const r of batch) pairs.set(`${r.nodeId}/${r.clusterId}`, r);
-  const list = [...pairs.values()].sort((a, b) => (a.nodeId + a.clusterId < b.nodeId + b.clusterId ? -1 : 1));
-  const { rows } = await tx.query<{ id: string; node_id: string }>(
-    // Rows are locked in id order, as every other multi-membership writer does, so they cannot deadlock.
-    `UPDATE memberships SET last_seen_at = $3 WHERE id IN (
-       SELECT m.id FROM memberships m JOIN unnest($1::text[], $2::text[]) AS u(node_id, cluster_id)
-         ON m.node_id = u.node_id AND m.cluster_id = u.cluster_id ORDER BY m.id FOR UPDATE OF m)
-     RETURNING id, node_id`,
-    [list.map((r) => r.nodeId), list.map((r) => r.clusterId), now],
-  );
-  return rows;
-}
-
-/** Latest status per workload and node, for workloads of the reporting node's cluster. */
-async function writeWorkloadStatus(tx: Tx, batch: Report[], now: Date, coalesceMs: number, changes: ChangeSet): Promise<void> {
-  const latest = lastBy<WorkloadStatusReport>(batch, "workloadStatus", (r, v) => workloadStatusKey(v.workloadId, r.nodeId));
-  if (latest.size === 0) return;
-  const keys = [...latest.keys()].sort();
-  const entries = keys.map((k) => latest.get(k)!);
-  const prior = new Map(
-    (
-      await tx.query(
-        `SELECT s.workload_id, s.node_id, s.generation::text, s.state, s.restarts, s.last_exit_code, s.message, s.emitted_at
-         FROM workload_status s JOIN unnest($1::text[], $2::text[]) AS u(w, n) ON s.workload_id = u.w AND s.node_id = u.n
-         ORDER BY s.workload_id, s.node_id FOR UPDATE OF s`,
-        [entries.map((e) => e.v.workloadId), entries.map((e) => e.r.nodeId)],
-      )
-    ).rows.map((row) => [workloadStatusKey(row.workload_id, row.node_id), row]),
-  );
-  const emitted = entries.map(({ r, v }) => {
-    const before = prior.get(workloadStatusKey(v.workloadId, r.nodeId));
-    const changed =
-      !before ||
-      before.generation !== v.generation.toString() ||
-      before.state !== v.state ||
-      before.restarts !== v.restarts ||
-      before.last_exit_code !== v.lastExitCode ||
-      before.message !== v.message;
-    return changed || now.getTime() - (before.emitted_at as Date).getTime() >= coalesceMs ? now : (before.emitted_at as Date);
-  });
-  // Only workloads that exist in the reporting node's cluster get a status row; others are only logged.
-  const { rows } = await tx.query(
-    `INSERT INTO workload_status (workload_id, node_id, cluster_id, generation, state, restarts, last_exit_code,
-       message, state_changed_at, reported_at, emitted_at)
-     SELECT u.w, u.n, u.c, u.g, u.s, u.re, u.x, u.m, u.sc, $11, u.e
-     FROM unnest($1::text[], $2::text[], $3::text[], $4::bigint[], $5::smallint[], $6::int[], $7::int[], $8::text[],
-                 $9::timestamptz[], $10::timestamptz[]) AS u(w, n, c, g, s, re, x, m, sc, e)
-     JOIN workloads wl ON wl.id = u.w AND wl.cluster_id = u.c
-     ON CONFLICT (workload_id, node_id) DO UPDATE SET generation = excluded.generation, state = excluded.state,
-       restarts = excluded.restarts, last_exit_code = excluded.last_exit_code, message = excluded.message,
-       state_changed_at = excluded.state_changed_at, reported_at = excluded.reported_at,
-       emitted_at = excluded.emitted_at
-     RETURNING workload_id, node_id, emitted_at`,
-    [
-      entries.map((e) => e.v.workloadId),
-      entries.map((e) => e.r.nodeId),
-      entries.map((e) => e.r.clusterId),
-      entries.map((e) => e.v.generation.toString()),
-      entries.map((e) => e.v.state),
-      entries.map((e) => e.v.restarts),
-      entries.map((e) => e.v.lastExitCode),
-      entries.map((e) => e.v.message),
-      entries.map((e) => (e.v.stateChangedAt ? timestampDate(e.v.stateChangedAt) : null)),
-      emitted,
-      now,
-    ],
-  );
-  for (const row of rows) {
-    if ((row.emitted_at as Date).getTime() === now.getTime()) {
-      changes.touch("workload_status", workloadStatusKey(row.workload_id, row.node_id));
-    }
+function encode(r: Report): Uint8Array {
+  switch (r.payload.case) {
+    case "heartbeat":
+      return toBinary(HeartbeatSchema, r.payload.value);
+    case "workloadStatus":
+      return toBinary(WorkloadStatusReportSchema, r.payload.value);
+    case "probe":
+      return toBinary(ProbeReportSchema, r.payload.value);
   }
 }
 
 /**
- * Smoothed probe figures per measured pair (the reporting node to its peer): an exponentially weighted
- * average of latency and loss, the probe count, and the windows with no answer at all in the last 10
- * minutes. A pair reaches the change feed when its figures moved noticeably, failures changed, or its
- * last feed entry is older than coalesceMs.
+ * Exponential smoothing of a pair's windows, in batch order, as decay and addend: after windows
+ * x1..xk the smoothed value is old × (1-α)^k + Σ α(1-α)^(k-i) xi, and a pair seen for the first time
+ * starts from x1 (so old = x1). Windows with no answer at all count for loss, not for latency.
  */
-async function writeProbes(tx: Tx, batch: Report[], now: Date, coalesceMs: number, changes: ChangeSet): Promise<void> {
-  const reports = batch.filter((r) => r.payload.case === "probe");
-  if (reports.length === 0) return;
-  const keyOf = (r: Report) => probeKey(r.clusterId, r.nodeId, (r.payload.value as ProbeReport).peerNodeId);
-  const keys = [...new Set(reports.map(keyOf))].sort();
-  const parts = keys.map((k) => k.split("/"));
-  const prior = new Map(
-    (
-      await tx.query(
-        `SELECT p.cluster_id, p.from_node_id, p.to_node_id, p.latency_us, p.loss_ratio, p.samples, p.failures, p.emitted_at
-         FROM probe_stats p JOIN unnest($1::text[], $2::text[], $3::text[]) AS u(c, f, t)
-           ON p.cluster_id = u.c AND p.from_node_id = u.f AND p.to_node_id = u.t
-         ORDER BY 1, 2, 3 FOR UPDATE OF p`,
-        [parts.map((p) => p[0]), parts.map((p) => p[1]), parts.map((p) => p[2])],
-      )
-    ).rows.map((row) => [probeKey(row.cluster_id, row.from_node_id, row.to_node_id), row]),
-  );
-  const state = new Map<string, { latencyUs: number; loss: number; samples: number; failures: Date[] }>();
-  for (const k of keys) {
-    const before = prior.get(k);
-    if (before) {
-      state.set(k, {
-        latencyUs: before.latency_us,
-        loss: before.loss_ratio,
-        samples: before.samples,
-        failures: before.failures as Date[],
-      });
-    }
-  }
-  for (const r of reports) {
-    const p = r.payload.value as ProbeReport;
-    const k = keyOf(r);
-    const latencyUs = p.latency ? Number(p.latency.seconds) * 1e6 + p.latency.nanos / 1e3 : 0;
-    const s = state.get(k);
+function foldProbes(batch: Report[]) {
+  const pairs = new Map<string, { r: Report; lat: number[]; loss: number[]; n: number; fails: string[] }>();
+  for (const r of batch) {
+    if (r.payload.case !== "probe") continue;
+    const p: ProbeReport = r.payload.value;
+    const key = probeKey(r.clusterId, r.nodeId, p.peerNodeId);
+    const pair = pairs.get(key) ?? { r, lat: [], loss: [], n: 0, fails: [] };
     const failed = p.samples > 0 && p.lossRatio >= 1;
-    if (!s) {
-      state.set(k, { latencyUs, loss: p.lossRatio, samples: p.samples, failures: failed ? [r.receivedAt] : [] });
-      continue;
-    }
-    // A window with no answers says nothing about latency.
-    if (!failed) s.latencyUs += PROBE_ALPHA * (latencyUs - s.latencyUs);
-    s.loss += PROBE_ALPHA * (p.lossRatio - s.loss);
-    s.samples = Math.min(2 ** 31 - 1, s.samples + p.samples);
-    if (failed) s.failures.push(r.receivedAt);
+    if (!failed) pair.lat.push(p.latency ? Number(p.latency.seconds) * 1e6 + p.latency.nanos / 1e3 : 0);
+    else pair.fails.push(r.receivedAt.toISOString());
+    pair.loss.push(p.lossRatio);
+    pair.n += p.samples;
+    pairs.set(key, pair);
   }
-  const cutoff = now.getTime() - FAILURE_WINDOW_MS;
-  const rows = keys.map((k) => {
-    const s = state.get(k)!;
-    const failures = s.failures.filter((f) => f.getTime() > cutoff);
-    const before = prior.get(k);
-    const recentBefore = before ? (before.failures as Date[]).filter((f) => f.getTime() > cutoff).length : -1;
-    const moved =
-      !before ||
-      Math.abs(s.latencyUs - before.latency_us) > 0.2 * Math.max(before.latency_us, 1_000) ||
-      Math.abs(s.loss - before.loss_ratio) >= 0.05 ||
-      failures.length !== recentBefore;
-    const emit = moved || now.getTime() - (before.emitted_at as Date).getTime() >= coalesceMs;
-    if (emit) changes.touch("probe_stats", k);
-    return { k, s, failures, emittedAt: emit ? now : (before!.emitted_at as Date) };
+  const smooth = (xs: number[]) => ({
+    decay: (1 - PROBE_ALPHA) ** xs.length,
+    add: xs.reduce((acc, x) => acc * (1 - PROBE_ALPHA) + PROBE_ALPHA * x, 0),
   });
-  await tx.query(
-    `INSERT INTO probe_stats (cluster_id, from_node_id, to_node_id, latency_us, loss_ratio, samples, failures,
-       updated_at, emitted_at)
-     SELECT u.c, u.f, u.t, u.l, u.loss, u.n, ARRAY(SELECT jsonb_array_elements_text(u.fails::jsonb)::timestamptz), $9, u.e
-     FROM unnest($1::text[], $2::text[], $3::text[], $4::float8[], $5::real[], $6::int[], $7::text[], $8::timestamptz[])
-       AS u(c, f, t, l, loss, n, fails, e)
-     ON CONFLICT (cluster_id, from_node_id, to_node_id) DO UPDATE SET latency_us = excluded.latency_us,
-       loss_ratio = excluded.loss_ratio, samples = excluded.samples, failures = excluded.failures,
-       updated_at = excluded.updated_at, emitted_at = excluded.emitted_at`,
-    [
-      rows.map((x) => x.k.split("/")[0]),
-      rows.map((x) => x.k.split("/")[1]),
-      rows.map((x) => x.k.split("/")[2]),
-      rows.map((x) => x.s.latencyUs),
-      rows.map((x) => x.s.loss),
-      rows.map((x) => x.s.samples),
-      rows.map((x) => JSON.stringify(x.failures.map((f) => f.toISOString()))),
-      rows.map((x) => x.emittedAt),
-      now,
-    ],
+  return [...pairs.entries()]
+    .sort(([a], [b]) => (a < b ? -1 : 1))
+    .map(([, pair]) => ({ ...pair, latency: smooth(pair.lat), lossFold: smooth(pair.loss) }));
+}
+
+function concat(parts: Uint8Array[]): Buffer {
+  return Buffer.concat(parts.map((p) => Buffer.from(p.buffer, p.byteOffset, p.byteLength)));
+}
+
+function batchParams(batch: Report[], coalesceMs: number): unknown[] {
+  const payloads = batch.map(encode);
+  const heartbeats = lastBy<Heartbeat>(batch, "heartbeat", (r) => r.nodeId);
+  const heartbeatBytes = heartbeats.map((h) => toBinary(HeartbeatSchema, h.v));
+  const seen = [...new Map(batch.map((r) => [`${r.nodeId}/${r.clusterId}`, r])).values()];
+  const statuses = lastBy<WorkloadStatusReport>(batch, "workloadStatus", (r, v) =>
+    workloadStatusKey(v.workloadId, r.nodeId),
   );
+  const probes = foldProbes(batch);
+  return [
+    batch.map((r) => r.receivedAt.getTime()),
+    batch.map((r) => r.nodeId),
+    batch.map((r) => r.clusterId),
+    batch.map((r) => r.seq.toString()),
+    batch.map((r) => r.payload.case),
+    payloads.map((p) => p.length),
+    concat(payloads),
+    heartbeats.map((h) => h.r.nodeId),
+    heartbeats.map((h) => h.v.health),
+    heartbeatBytes.map((b) => b.length),
+    heartbeats.map((h) => h.v.agentVersion),
+    heartbeats.map((h) => h.v.snapshotVersion.toString()),
+    heartbeats.map((h) => JSON.stringify(h.v.addresses)),
+    heartbeats.map((h) => h.r.clusterId),
+    concat(heartbeatBytes),
+    seen.map((r) => r.nodeId),
+    seen.map((r) => r.clusterId),
+    statuses.map((s) => s.v.workloadId),
+    statuses.map((s) => s.r.nodeId),
+    statuses.map((s) => s.r.clusterId),
+    statuses.map((s) => s.v.generation.toString()),
+    statuses.map((s) => s.v.state),
+    statuses.map((s) => s.v.restarts),
+    statuses.map((s) => s.v.lastExitCode),
+    statuses.map((s) => s.v.message),
+    statuses.map((s) => (s.v.stateChangedAt ? timestampDate(s.v.stateChangedAt).getTime() : null)),
+    probes.map((p) => p.r.clusterId),
+    probes.map((p) => p.r.nodeId),
+    probes.map((p) => (p.r.payload.value as ProbeReport).peerNodeId),
+    probes.map((p) => p.latency.decay),
+    probes.map((p) => p.latency.add),
+    probes.map((p) => p.lossFold.decay),
+    probes.map((p) => p.lossFold.add),
+    probes.map((p) => p.lat[0] ?? 0),
+    probes.map((p) => p.loss[0] ?? 0),
+    probes.map((p) => p.n),
+    probes.map((p) => JSON.stringify(p.fails)),
+    coalesceMs,
+  ];
 }

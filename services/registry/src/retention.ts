@@ -32,7 +32,7 @@ export function startRetention(options: {
   return () => clearInterval(timer);
 }
 
-export async function pruneReports(pool: Pool, olderThanMs: number): Promise<number> {
+async function pruneReports(pool: Pool, olderThanMs: number): Promise<number> {
   let total = 0;
   for (;;) {
     const res = await pool.query(

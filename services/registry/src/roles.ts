@@ -1,4 +1,11 @@
-import { alreadyExists, failedPrecondition, invalidArgument, notFound, pageOf, sortByPosition } from "@fabric/platform";
+import {
+  alreadyExists,
+  failedPrecondition,
+  invalidArgument,
+  notFound,
+  pageOf,
+  sortByPosition,
+} from "@fabric/platform";
 import type { RoleAssignment } from "@fabric/proto/fabric/registry/v1/inventory_pb.js";
 import { callerOf, listCluster, requireCluster } from "./access.js";
 import type { ChangeSet } from "./changes.js";
@@ -17,7 +24,9 @@ const CAPABILITY = /^can_[a-z0-9_]{1,60}$/;
  */
 export function roleHandlers(
   r: Registry,
-): Handlers<"listCapabilities" | "createRole" | "listRoles" | "assignRole" | "removeRole" | "listRoleAssignments"> {
+): Handlers<
+  "listCapabilities" | "createRole" | "listRoles" | "assignRole" | "removeRole" | "listRoleAssignments"
+> {
   return {
     listCapabilities(req) {
       const key = (c: { name: string }) => [c.name];
@@ -31,10 +40,13 @@ export function roleHandlers(
         slug("name", req.name);
         text("description", req.description, 1024);
         const capabilities = [...new Set(req.requiredCapabilities)];
-        if (capabilities.length > 32) throw invalidArgument("required_capabilities may list at most 32 capabilities");
+        if (capabilities.length > 32)
+          throw invalidArgument("required_capabilities may list at most 32 capabilities");
         for (const c of capabilities) {
           if (!CAPABILITY.test(c)) {
-            throw invalidArgument(`required_capabilities: ${shown(c)} must be lower snake case starting with "can_"`);
+            throw invalidArgument(
+              `required_capabilities: ${shown(c)} must be lower snake case starting with "can_"`,
+            );
           }
         }
         const res = await w.tx.query(
@@ -61,7 +73,12 @@ export function roleHandlers(
     },
 
     async assignRole(req, ctx) {
-      const m: Mutation = { caller: callerOf(ctx), action: "role_assignment.create", targetType: "role_assignment", clusterId: req.clusterId };
+      const m: Mutation = {
+        caller: callerOf(ctx),
+        action: "role_assignment.create",
+        targetType: "role_assignment",
+        clusterId: req.clusterId,
+      };
       const id = await mutate(r, m, async (w) => {
         principalId("node_id", req.nodeId);
         required("cluster_id", req.clusterId);
@@ -71,7 +88,9 @@ export function roleHandlers(
           const org = await w.tx.query("SELECT 1 FROM organizations WHERE id = $1", [req.organizationId]);
           if (org.rowCount === 0) throw notFound(`organization "${req.organizationId}" does not exist`);
         }
-        const node = await w.tx.query("SELECT state, capabilities FROM nodes WHERE id = $1 FOR SHARE", [req.nodeId]);
+        const node = await w.tx.query("SELECT state, capabilities FROM nodes WHERE id = $1 FOR SHARE", [
+          req.nodeId,
+        ]);
         if (node.rowCount === 0) throw notFound(`node "${req.nodeId}" does not exist`);
         if (node.rows[0].state !== "active") throw failedPrecondition(`node "${req.nodeId}" is revoked`);
         const membership = await w.tx.query(
@@ -98,7 +117,15 @@ export function roleHandlers(
         const assignment = await w.tx.query(
           `INSERT INTO role_assignments (id, node_id, cluster_id, role, organization_id, assigned_by_kind, assigned_by_id)
            VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT DO NOTHING RETURNING id`,
-          [newId("ra"), req.nodeId, req.clusterId, req.role, req.organizationId || null, m.caller.kind, m.caller.id],
+          [
+            newId("ra"),
+            req.nodeId,
+            req.clusterId,
+            req.role,
+            req.organizationId || null,
+            m.caller.kind,
+            m.caller.id,
+          ],
         );
         if (assignment.rowCount === 0) {
           // The same assignment exists: returned unchanged, nothing to record.
@@ -113,14 +140,22 @@ export function roleHandlers(
         m.targetId = id;
         touchHolder(w.changes, id, req.nodeId, await membershipId(w.tx, req.nodeId, req.clusterId));
         // The organization goes into details, not org_id: org-admins must not see which nodes serve them.
-        w.audit({ targetId: id, details: { node_id: req.nodeId, role: req.role, organization_id: req.organizationId } });
+        w.audit({
+          targetId: id,
+          details: { node_id: req.nodeId, role: req.role, organization_id: req.organizationId },
+        });
         return id;
       });
       return { roleAssignment: await written(r, "role_assignment", id) };
     },
 
     async removeRole(req, ctx) {
-      const m: Mutation = { caller: callerOf(ctx), action: "role_assignment.remove", targetType: "role_assignment", targetId: req.roleAssignmentId };
+      const m: Mutation = {
+        caller: callerOf(ctx),
+        action: "role_assignment.remove",
+        targetType: "role_assignment",
+        targetId: req.roleAssignmentId,
+      };
       const removed = await mutate(r, m, async (w) => {
         required("role_assignment_id", req.roleAssignmentId);
         const [assignment] = await LOADERS.role_assignment(w.tx, [req.roleAssignmentId]);
@@ -149,7 +184,11 @@ export function roleHandlers(
         const membership = await membershipId(w.tx, assignment.nodeId, assignment.clusterId);
         touchHolder(w.changes, undefined, assignment.nodeId, membership);
         w.audit({
-          details: { node_id: assignment.nodeId, role: assignment.role, organization_id: assignment.organizationId },
+          details: {
+            node_id: assignment.nodeId,
+            role: assignment.role,
+            organization_id: assignment.organizationId,
+          },
         });
         return assignment;
       });
@@ -176,12 +215,20 @@ export function roleHandlers(
 }
 
 async function membershipId(tx: Sql, nodeId: string, clusterId: string): Promise<string | undefined> {
-  const { rows } = await tx.query("SELECT id FROM memberships WHERE node_id = $1 AND cluster_id = $2", [nodeId, clusterId]);
+  const { rows } = await tx.query("SELECT id FROM memberships WHERE node_id = $1 AND cluster_id = $2", [
+    nodeId,
+    clusterId,
+  ]);
   return rows[0]?.id;
 }
 
 /** An assignment change also changes its node's membership roles and the node. */
-function touchHolder(changes: ChangeSet, assignmentId: string | undefined, nodeId: string, membership: string | undefined): void {
+function touchHolder(
+  changes: ChangeSet,
+  assignmentId: string | undefined,
+  nodeId: string,
+  membership: string | undefined,
+): void {
   if (assignmentId) changes.touch("role_assignment", assignmentId);
   if (membership) changes.touch("membership", membership);
   changes.touch("node", nodeId);

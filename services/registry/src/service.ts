@@ -59,7 +59,9 @@ export const registryService: ServiceDefinition<typeof registrySettings> = {
   async build(ctx) {
     const { config, pool, logger } = ctx;
     if (!config.caUrl) {
-      throw new ConfigError(["FABRIC_CA_URL: required: the registry follows the CA's revocations and has it revoke nodes"]);
+      throw new ConfigError([
+        "FABRIC_CA_URL: required: the registry follows the CA's revocations and has it revoke nodes",
+      ]);
     }
     const model = new Model();
     const feed = new ChangeFeed({
@@ -82,7 +84,9 @@ export const registryService: ServiceDefinition<typeof registrySettings> = {
       maxBatch: config.reportBatchMax,
       coalesceMs: config.changeCoalesceMs,
     });
-    const key = await pool.query<{ key: Buffer }>("SELECT key FROM view_keys WHERE name = 'org-entry-points'");
+    const key = await pool.query<{ key: Buffer }>(
+      "SELECT key FROM view_keys WHERE name = 'org-entry-points'",
+    );
     const r: Registry = {
       pool,
       model,
@@ -90,7 +94,6 @@ export const registryService: ServiceDefinition<typeof registrySettings> = {
       sessions,
       reports,
       logger,
-      settings: { heartbeatIntervalMs: config.heartbeatIntervalMs, changeCoalesceMs: config.changeCoalesceMs },
       ca: ctx.client(CaService, config.caUrl, "ca"),
       viewKey: key.rows[0]!.key,
     };

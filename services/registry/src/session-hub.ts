@@ -1,7 +1,16 @@
 import { create } from "@bufbuild/protobuf";
 import { failedPrecondition, type FabricError } from "@fabric/platform";
-import { MembershipState, NodeState, type Membership, type Node } from "@fabric/proto/fabric/registry/v1/inventory_pb.js";
-import { DirectiveKind, DirectiveSchema, type Directive } from "@fabric/proto/fabric/registry/v1/session_pb.js";
+import {
+  MembershipState,
+  NodeState,
+  type Membership,
+  type Node,
+} from "@fabric/proto/fabric/registry/v1/inventory_pb.js";
+import {
+  DirectiveKind,
+  DirectiveSchema,
+  type Directive,
+} from "@fabric/proto/fabric/registry/v1/session_pb.js";
 import type { AnyEntity } from "./entities.js";
 import type { FeedChange } from "./model.js";
 
@@ -40,10 +49,6 @@ export class SessionHub {
   remove(session: LiveSession): void {
     const key = `${session.nodeId}/${session.clusterId}`;
     if (this.sessions.get(key) === session) this.sessions.delete(key);
-  }
-
-  get size(): number {
-    return this.sessions.size;
   }
 
   private ofNode(nodeId: string): LiveSession[] {

@@ -28,7 +28,8 @@ import { directive, type LiveSession } from "./session-hub.js";
 const MAX_IN_FLIGHT = 2_000;
 const HOST_PORT = /^[^\s]{1,255}:\d{1,5}$/;
 
-const ack = (seq: bigint): SessionResponse => create(SessionResponseSchema, { payload: { case: "ack", value: { ackedSeq: seq } } });
+const ack = (seq: bigint): SessionResponse =>
+  create(SessionResponseSchema, { payload: { case: "ack", value: { ackedSeq: seq } } });
 
 /**
  * A node's Session. The node and cluster are those of its certificate: a node can only report for
@@ -42,13 +43,23 @@ export function sessionHandlers(r: Registry): Handlers<"session"> {
       const caller = callerOf(ctx);
       const clusterId = caller.cluster ?? "";
       const node = r.model.get("node", caller.id);
-      if (!node) throw permissionDenied(`node "${caller.id}" is not registered; enroll before opening a session`);
+      if (!node)
+        throw permissionDenied(`node "${caller.id}" is not registered; enroll before opening a session`);
       const membership = node.memberships.find((m) => m.clusterId === clusterId);
       if (node.state === NodeState.REVOKED || membership?.state === MembershipState.REVOKED) {
-        yield { payload: { case: "directive", value: directive(DirectiveKind.SHUTDOWN, `node "${node.id}" was revoked; enroll again as a new node`) } };
+        yield {
+          payload: {
+            case: "directive",
+            value: directive(
+              DirectiveKind.SHUTDOWN,
+              `node "${node.id}" was revoked; enroll again as a new node`,
+            ),
+          },
+        };
         return;
       }
-      if (!membership) throw permissionDenied(`node "${caller.id}" is not a member of cluster "${clusterId}"`);
+      if (!membership)
+        throw permissionDenied(`node "${caller.id}" is not a member of cluster "${clusterId}"`);
       if (membership.state !== MembershipState.ACTIVE) {
         throw failedPrecondition(
           `node "${caller.id}"'s membership in cluster "${clusterId}" is disabled (${membership.disabledReason}); an admin must enable it`,
@@ -67,7 +78,12 @@ export function sessionHandlers(r: Registry): Handlers<"session"> {
         void recordCertificate(r, caller, membership.id);
       }
       if (renewalOverdue(caller)) {
-        live.send(directive(DirectiveKind.RENEW_NOW, "the certificate is past two thirds of its lifetime and was not renewed"));
+        live.send(
+          directive(
+            DirectiveKind.RENEW_NOW,
+            "the certificate is past two thirds of its lifetime and was not renewed",
+          ),
+        );
       }
       const reading = readReports(r, caller, clusterId, requests, out, ctx);
       try {
@@ -116,29 +132,30 @@ function readReports(
       for await (const req of requests) {
         if (stopped || out.closed) return;
         if (req.seq !== expected) {
-          throw invalidArgument(`seq must start at 1 and grow by one per message: expected ${expected}, got ${req.seq}`);
+          throw invalidArgument(
+            `seq must start at 1 and grow by one per message: expected ${expected}, got ${req.seq}`,
+          );
         }
         expected += 1n;
         const report = checkReport(r, caller, clusterId, req);
         inFlight += 1;
-        r.reports.submit(report).then(
-          () => {
-            if (report.seq > durable) durable = report.seq;
-            if (!ackScheduled) {
-              ackScheduled = true;
-              setImmediate(sendAck);
-            }
-            settled();
-          },
-          () => {
-            settled();
+        r.reports.submit(report, (err) => {
+          settled();
+          if (err !== undefined) {
             out.fail(
               unavailable(
                 "the registry cannot record reports now (its database is unavailable); reconnect with backoff and resend every report not acknowledged",
               ),
             );
-          },
-        );
+            return;
+          }
+          // Batches commit in order, so this report's sequence number is now the durable prefix.
+          if (report.seq > durable) durable = report.seq;
+          if (!ackScheduled) {
+            ackScheduled = true;
+            setImmediate(sendAck);
+          }
+        });
         if (inFlight >= MAX_IN_FLIGHT) await new Promise<void>((resolve) => (drained = resolve));
       }
       // The agent closed its side: acknowledge what is still being written, then end.
@@ -147,7 +164,11 @@ function readReports(
       out.end();
     } catch (err) {
       if (stopped || ctx.signal.aborted) return;
-      out.fail(err instanceof FabricError ? err : invalidArgument(`the session stream failed: ${(err as Error).message}`));
+      out.fail(
+        err instanceof FabricError
+          ? err
+          : invalidArgument(`the session stream failed: ${(err as Error).message}`),
+      );
     }
   })();
   return {
@@ -165,12 +186,18 @@ function checkReport(r: Registry, caller: Principal, clusterId: string, req: Ses
   switch (p.case) {
     case "heartbeat": {
       const h = p.value;
-      for (const [name, v] of [["cpu_ratio", h.cpuRatio], ["memory_ratio", h.memoryRatio]] as const) {
+      for (const [name, v] of [
+        ["cpu_ratio", h.cpuRatio],
+        ["memory_ratio", h.memoryRatio],
+      ] as const) {
         if (!(v >= 0 && v <= 1)) throw invalidArgument(`${at}: heartbeat.${name} must be between 0 and 1`);
       }
-      if (!(h.health in NodeHealth)) throw invalidArgument(`${at}: heartbeat.health is not a known NodeHealth`);
-      if (h.healthMessage.length > 512) throw invalidArgument(`${at}: heartbeat.health_message must be at most 512 characters`);
-      if (h.agentVersion.length > 64) throw invalidArgument(`${at}: heartbeat.agent_version must be at most 64 characters`);
+      if (!(h.health in NodeHealth))
+        throw invalidArgument(`${at}: heartbeat.health is not a known NodeHealth`);
+      if (h.healthMessage.length > 512)
+        throw invalidArgument(`${at}: heartbeat.health_message must be at most 512 characters`);
+      if (h.agentVersion.length > 64)
+        throw invalidArgument(`${at}: heartbeat.agent_version must be at most 64 characters`);
       if (h.addresses.length > 32 || h.addresses.some((a) => !HOST_PORT.test(a))) {
         throw invalidArgument(`${at}: heartbeat.addresses must be at most 32 host:port entries`);
       }
@@ -182,18 +209,27 @@ function checkReport(r: Registry, caller: Principal, clusterId: string, req: Ses
       // A workload of another cluster is outside this session's membership; an unknown one (deleted
       // meanwhile) is logged and otherwise ignored.
       if (workload && workload.spec?.clusterId !== clusterId) {
-        throw permissionDenied(`${at}: workload "${s.workloadId}" is not in cluster "${clusterId}"; a node reports only for its own cluster`);
+        throw permissionDenied(
+          `${at}: workload "${s.workloadId}" is not in cluster "${clusterId}"; a node reports only for its own cluster`,
+        );
       }
-      if (!(s.state in WorkloadState)) throw invalidArgument(`${at}: workload_status.state is not a known WorkloadState`);
-      if (s.message.length > 1024) throw invalidArgument(`${at}: workload_status.message must be at most 1024 characters`);
+      if (!(s.state in WorkloadState))
+        throw invalidArgument(`${at}: workload_status.state is not a known WorkloadState`);
+      if (s.message.length > 1024)
+        throw invalidArgument(`${at}: workload_status.message must be at most 1024 characters`);
       break;
     }
     case "probe": {
       const probe = p.value;
-      if (!isValidPrincipalId(probe.peerNodeId)) throw invalidArgument(`${at}: probe.peer_node_id is not a node id`);
+      if (!isValidPrincipalId(probe.peerNodeId))
+        throw invalidArgument(`${at}: probe.peer_node_id is not a node id`);
       if (probe.peerNodeId === caller.id) throw invalidArgument(`${at}: a node does not probe itself`);
-      if (!(probe.lossRatio >= 0 && probe.lossRatio <= 1)) throw invalidArgument(`${at}: probe.loss_ratio must be between 0 and 1`);
-      if (probe.latency && (probe.latency.seconds < 0n || probe.latency.seconds > 60n || probe.latency.nanos < 0)) {
+      if (!(probe.lossRatio >= 0 && probe.lossRatio <= 1))
+        throw invalidArgument(`${at}: probe.loss_ratio must be between 0 and 1`);
+      if (
+        probe.latency &&
+        (probe.latency.seconds < 0n || probe.latency.seconds > 60n || probe.latency.nanos < 0)
+      ) {
         throw invalidArgument(`${at}: probe.latency must be between 0 and 60 s`);
       }
       break;
@@ -215,7 +251,13 @@ function renewalOverdue(caller: Principal, now = Date.now()): boolean {
 
 /** The node renewed since its membership was recorded: keep the membership's certificate current. */
 async function recordCertificate(r: Registry, caller: Principal, membershipId: string): Promise<void> {
-  const m = { caller, action: "membership.certificate", targetType: "membership", targetId: membershipId, clusterId: caller.cluster ?? "" };
+  const m = {
+    caller,
+    action: "membership.certificate",
+    targetType: "membership",
+    targetId: membershipId,
+    clusterId: caller.cluster ?? "",
+  };
   await mutate(r, m, async (w) => {
     const res = await w.tx.query(
       `UPDATE memberships SET certificate_serial = $2, certificate_not_after = $3
@@ -226,5 +268,7 @@ async function recordCertificate(r: Registry, caller: Principal, membershipId: s
     w.changes.touch("membership", membershipId);
     w.changes.touch("node", caller.id);
     w.audit({ details: { serial: serialOf(caller.serialHex) } });
-  }).catch((err: unknown) => r.logger.debug({ err: (err as Error).message }, "membership certificate not recorded"));
+  }).catch((err: unknown) =>
+    r.logger.debug({ err: (err as Error).message }, "membership certificate not recorded"),
+  );
 }

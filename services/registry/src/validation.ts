@@ -9,12 +9,15 @@ import { invalidArgument, isValidPrincipalId } from "@fabric/platform";
 const SLUG = /^[a-z][a-z0-9-]{0,62}$/;
 const LABEL_KEY = /^[A-Za-z0-9]([A-Za-z0-9._/-]{0,61}[A-Za-z0-9])?$/;
 
-export const shown = (value: string) => JSON.stringify(value.length > 64 ? `${value.slice(0, 61)}...` : value);
+export const shown = (value: string) =>
+  JSON.stringify(value.length > 64 ? `${value.slice(0, 61)}...` : value);
 
 /** Ids of clusters, organizations, roles and workloads: 1-63 characters of [a-z0-9-], a letter first. */
 export function slug(field: string, value: string): string {
   if (!SLUG.test(value)) {
-    throw invalidArgument(`${field} must be 1-63 characters of [a-z0-9-] starting with a letter (got ${shown(value)})`);
+    throw invalidArgument(
+      `${field} must be 1-63 characters of [a-z0-9-] starting with a letter (got ${shown(value)})`,
+    );
   }
   return value;
 }
@@ -32,17 +35,25 @@ export function principalId(field: string, value: string): string {
   return value;
 }
 
-export function text(field: string, value: string, max: number, options: { required?: boolean } = {}): string {
+export function text(
+  field: string,
+  value: string,
+  max: number,
+  options: { required?: boolean } = {},
+): string {
   if (options.required && value.trim() === "") throw invalidArgument(`${field} is required`);
-  if (value.length > max) throw invalidArgument(`${field} must be at most ${max} characters (got ${value.length})`);
+  if (value.length > max)
+    throw invalidArgument(`${field} must be at most ${max} characters (got ${value.length})`);
   return value;
 }
 
 export function labels(field: string, map: Record<string, string>, maxEntries = 64): Record<string, string> {
   const entries = Object.entries(map);
-  if (entries.length > maxEntries) throw invalidArgument(`${field} may hold at most ${maxEntries} entries (got ${entries.length})`);
+  if (entries.length > maxEntries)
+    throw invalidArgument(`${field} may hold at most ${maxEntries} entries (got ${entries.length})`);
   for (const [k, v] of entries) {
-    if (!LABEL_KEY.test(k)) throw invalidArgument(`${field} key ${shown(k)} must be 1-63 characters of [A-Za-z0-9._/-]`);
+    if (!LABEL_KEY.test(k))
+      throw invalidArgument(`${field} key ${shown(k)} must be 1-63 characters of [A-Za-z0-9._/-]`);
     if (v.length > 255) throw invalidArgument(`${field} value of ${shown(k)} must be at most 255 characters`);
   }
   return map;

@@ -31,7 +31,8 @@ export function watchChangesHandlers(r: Registry): Handlers<"watchChanges"> {
         let replay: Iterable<FeedChange> | AsyncIterable<FeedChange> | undefined;
         let expired = false;
         if (req.resumeFromVersion > 0n) {
-          if (req.resumeFromVersion > upTo) expired = true; // a version this registry never issued
+          if (req.resumeFromVersion > upTo)
+            expired = true; // a version this registry never issued
           else {
             try {
               replay = await r.feed.replay(req.resumeFromVersion, upTo);
@@ -86,7 +87,12 @@ function listChunks(
       create(WatchChangesResponseSchema, {
         event: {
           case: "list",
-          value: { version, reset: i === 0, resumeExpired: i === 0 && resumeExpired, events: events.slice(i, i + LIST_CHUNK) },
+          value: {
+            version,
+            reset: i === 0,
+            resumeExpired: i === 0 && resumeExpired,
+            events: events.slice(i, i + LIST_CHUNK),
+          },
         },
       }),
     );

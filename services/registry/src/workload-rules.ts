@@ -33,8 +33,12 @@ export function validateWorkloadSpec(spec: WorkloadSpec | undefined): WorkloadSp
     throw invalidArgument("spec.runtime is required: RUNTIME_NATIVE or RUNTIME_CONTAINER");
   }
   const env = ENV_NAMES[spec.environment];
-  if (!env) throw invalidArgument("spec.environment is required: ENVIRONMENT_DEV, ENVIRONMENT_TST or ENVIRONMENT_PRO");
-  if (spec.runtime === Runtime.NATIVE && !spec.command) throw invalidArgument("spec.command is required for RUNTIME_NATIVE");
+  if (!env)
+    throw invalidArgument(
+      "spec.environment is required: ENVIRONMENT_DEV, ENVIRONMENT_TST or ENVIRONMENT_PRO",
+    );
+  if (spec.runtime === Runtime.NATIVE && !spec.command)
+    throw invalidArgument("spec.command is required for RUNTIME_NATIVE");
   guardRules(spec, env);
   wellFormed(spec);
   return spec;
@@ -52,9 +56,11 @@ function guardRules(spec: WorkloadSpec, env: string): void {
       );
     }
   }
-  if (spec.mounts.length > 0) throw invalidArgument(`guard rule: mounts are only allowed in dev, not ${env} (spec.mounts)`);
+  if (spec.mounts.length > 0)
+    throw invalidArgument(`guard rule: mounts are only allowed in dev, not ${env} (spec.mounts)`);
   if (spec.sync) throw invalidArgument(`guard rule: sync is only allowed in dev, not ${env} (spec.sync)`);
-  if (spec.reload) throw invalidArgument(`guard rule: reload is only allowed in dev, not ${env} (spec.reload)`);
+  if (spec.reload)
+    throw invalidArgument(`guard rule: reload is only allowed in dev, not ${env} (spec.reload)`);
 }
 
 function wellFormed(spec: WorkloadSpec): void {
@@ -80,11 +86,14 @@ function wellFormed(spec: WorkloadSpec): void {
         `spec.env: ${shown(name)} looks like a secret; workload specs are distributed in clear, so never put credentials in them`,
       );
     }
-    if (value.length > 8192) throw invalidArgument(`spec.env: ${shown(name)} must be at most 8192 characters`);
+    if (value.length > 8192)
+      throw invalidArgument(`spec.env: ${shown(name)} must be at most 8192 characters`);
   }
-  if (spec.workingDir.length > 4096) throw invalidArgument("spec.working_dir must be at most 4096 characters");
+  if (spec.workingDir.length > 4096)
+    throw invalidArgument("spec.working_dir must be at most 4096 characters");
   for (const mount of spec.mounts) {
-    if (!mount.source.startsWith("/")) throw invalidArgument(`spec.mounts: source ${shown(mount.source)} must be an absolute path`);
+    if (!mount.source.startsWith("/"))
+      throw invalidArgument(`spec.mounts: source ${shown(mount.source)} must be an absolute path`);
     if (!mount.target) throw invalidArgument("spec.mounts: target is required");
   }
   if (spec.sync && !spec.sync.targetPath.startsWith("/")) {
@@ -105,7 +114,8 @@ function healthCheck(spec: WorkloadSpec): void {
   const probe = hc.probe;
   switch (probe.case) {
     case "exec":
-      if (probe.value.command.length === 0) throw invalidArgument("spec.health_check.exec.command is required");
+      if (probe.value.command.length === 0)
+        throw invalidArgument("spec.health_check.exec.command is required");
       break;
     case "http":
     case "tcp":
@@ -125,7 +135,8 @@ function healthCheck(spec: WorkloadSpec): void {
   if (timeout <= 0 || timeout >= interval) {
     throw invalidArgument("spec.health_check.timeout must be positive and shorter than its interval");
   }
-  if ((ms(hc.initialDelay) ?? 0) < 0) throw invalidArgument("spec.health_check.initial_delay must not be negative");
+  if ((ms(hc.initialDelay) ?? 0) < 0)
+    throw invalidArgument("spec.health_check.initial_delay must not be negative");
 }
 
 function restartPolicy(spec: WorkloadSpec): void {
@@ -138,9 +149,14 @@ function restartPolicy(spec: WorkloadSpec): void {
     reset_after: ms(rp.resetAfter),
   };
   for (const [name, value] of Object.entries(fields)) {
-    if (value !== undefined && value < 0) throw invalidArgument(`spec.restart_policy.${name} must not be negative`);
+    if (value !== undefined && value < 0)
+      throw invalidArgument(`spec.restart_policy.${name} must not be negative`);
   }
-  if (fields.initial_backoff !== undefined && fields.max_backoff !== undefined && fields.max_backoff < fields.initial_backoff) {
+  if (
+    fields.initial_backoff !== undefined &&
+    fields.max_backoff !== undefined &&
+    fields.max_backoff < fields.initial_backoff
+  ) {
     throw invalidArgument("spec.restart_policy.max_backoff must not be shorter than initial_backoff");
   }
 }

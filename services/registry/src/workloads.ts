@@ -19,7 +19,9 @@ export function workloadHandlers(
   function visible(callerCluster: string, id: string): Workload {
     const workload = r.model.get("workload", id);
     if (!workload || (callerCluster && workload.spec?.clusterId !== callerCluster)) {
-      throw notFound(`workload "${id}" does not exist${callerCluster ? ` in cluster "${callerCluster}"` : ""}`);
+      throw notFound(
+        `workload "${id}" does not exist${callerCluster ? ` in cluster "${callerCluster}"` : ""}`,
+      );
     }
     return workload;
   }
@@ -38,9 +40,10 @@ export function workloadHandlers(
       const created = await mutate(r, m, async (w) => {
         const s = validateWorkloadSpec(spec);
         requireCluster(m.caller, s.clusterId);
-        const existing = await w.tx.query("SELECT cluster_id, spec, generation FROM workloads WHERE id = $1 FOR UPDATE", [
-          s.id,
-        ]);
+        const existing = await w.tx.query(
+          "SELECT cluster_id, spec, generation FROM workloads WHERE id = $1 FOR UPDATE",
+          [s.id],
+        );
         const before = existing.rows[0];
         if (before && before.cluster_id !== s.clusterId) {
           requireCluster(m.caller, before.cluster_id);
@@ -49,7 +52,8 @@ export function workloadHandlers(
           );
         }
         await references(w.tx, s.clusterId, s.role, s.organizationId, s.nodeIds);
-        if (before && equals(WorkloadSpecSchema, fromBinary(WorkloadSpecSchema, before.spec), s)) return false;
+        if (before && equals(WorkloadSpecSchema, fromBinary(WorkloadSpecSchema, before.spec), s))
+          return false;
         const bytes = Buffer.from(toBinary(WorkloadSpecSchema, s));
         const generation = before ? BigInt(before.generation) + 1n : 1n;
         await w.tx.query(
@@ -58,7 +62,17 @@ export function workloadHandlers(
            VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
            ON CONFLICT (id) DO UPDATE SET role = $3, organization_id = $4, environment = $5, spec = $6,
              generation = $7, updated_at = now(), updated_by_kind = $8, updated_by_id = $9`,
-          [s.id, s.clusterId, s.role, s.organizationId || null, s.environment, bytes, generation.toString(), m.caller.kind, m.caller.id],
+          [
+            s.id,
+            s.clusterId,
+            s.role,
+            s.organizationId || null,
+            s.environment,
+            bytes,
+            generation.toString(),
+            m.caller.kind,
+            m.caller.id,
+          ],
         );
         w.changes.touch("workload", s.id);
         w.audit({
@@ -95,7 +109,12 @@ export function workloadHandlers(
     },
 
     async deleteWorkload(req, ctx) {
-      const m: Mutation = { caller: callerOf(ctx), action: "workload.delete", targetType: "workload", targetId: req.workloadId };
+      const m: Mutation = {
+        caller: callerOf(ctx),
+        action: "workload.delete",
+        targetType: "workload",
+        targetId: req.workloadId,
+      };
       await mutate(r, m, async (w) => {
         required("workload_id", req.workloadId);
         const own = listCluster(m.caller, "");
@@ -108,9 +127,9 @@ export function workloadHandlers(
         await w.tx.query("SELECT 1 FROM workloads WHERE id = $1 FOR UPDATE", [req.workloadId]);
         const statuses = await LOADERS.workload_status(
           w.tx,
-          (await w.tx.query("SELECT node_id FROM workload_status WHERE workload_id = $1", [req.workloadId])).rows.map(
-            (row) => `${req.workloadId}/${row.node_id}`,
-          ),
+          (
+            await w.tx.query("SELECT node_id FROM workload_status WHERE workload_id = $1", [req.workloadId])
+          ).rows.map((row) => `${req.workloadId}/${row.node_id}`),
         );
         await w.tx.query("DELETE FROM workload_status WHERE workload_id = $1", [req.workloadId]);
         await w.tx.query("DELETE FROM workloads WHERE id = $1", [req.workloadId]);
@@ -154,7 +173,10 @@ async function references(
   if ((await tx.query("SELECT 1 FROM roles WHERE name = $1", [role])).rowCount === 0) {
     throw notFound(`spec.role: role "${role}" is not in the catalog (see ListRoles)`);
   }
-  if (organizationId && (await tx.query("SELECT 1 FROM organizations WHERE id = $1", [organizationId])).rowCount === 0) {
+  if (
+    organizationId &&
+    (await tx.query("SELECT 1 FROM organizations WHERE id = $1", [organizationId])).rowCount === 0
+  ) {
     throw notFound(`spec.organization_id: organization "${organizationId}" does not exist`);
   }
   if (nodeIds.length === 0) return;

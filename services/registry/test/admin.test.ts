@@ -28,7 +28,8 @@ async function audited(prefix: string) {
 
 describe("clusters and organizations", () => {
   it("creates, reads and pages clusters; ids are checked and unique", async () => {
-    for (const id of ["c1", "c2", "c3"]) await admin.createCluster({ clusterId: id, name: `Cluster ${id}`, region: "eu" });
+    for (const id of ["c1", "c2", "c3"])
+      await admin.createCluster({ clusterId: id, name: `Cluster ${id}`, region: "eu" });
     const generated = await admin.createCluster({ name: "Generated" });
     expect(generated.cluster?.id).toMatch(/^c-[0-9a-f]{20}$/);
     expect((await admin.getCluster({ clusterId: "c2" })).cluster?.name).toBe("Cluster c2");
@@ -39,11 +40,15 @@ describe("clusters and organizations", () => {
     expect(new Set([...first.clusters, ...second.clusters].map((c) => c.id)).size).toBe(4);
     expect(second.nextPageToken).toBe("");
 
-    expect((await refusal(admin.createCluster({ clusterId: "c1", name: "again" }))).code).toBe(Code.AlreadyExists);
+    expect((await refusal(admin.createCluster({ clusterId: "c1", name: "again" }))).code).toBe(
+      Code.AlreadyExists,
+    );
     const bad = await refusal(admin.createCluster({ clusterId: "C_1", name: "x" }));
     expect(bad.code).toBe(Code.InvalidArgument);
     expect(bad.rawMessage).toMatch(/cluster_id must be 1-63 characters/);
-    expect((await refusal(admin.createCluster({ clusterId: "c9", name: "" }))).rawMessage).toMatch(/name is required/);
+    expect((await refusal(admin.createCluster({ clusterId: "c9", name: "" }))).rawMessage).toMatch(
+      /name is required/,
+    );
     expect((await refusal(admin.getCluster({ clusterId: "nope" }))).code).toBe(Code.NotFound);
     expect((await refusal(admin.listClusters({ pageToken: "garbage" }))).code).toBe(Code.InvalidArgument);
   });
@@ -51,7 +56,9 @@ describe("clusters and organizations", () => {
   it("creates organizations", async () => {
     await admin.createOrganization({ organizationId: "o1", name: "Org One" });
     await admin.createOrganization({ organizationId: "o2", name: "Org Two", labels: { tier: "gold" } });
-    expect((await admin.getOrganization({ organizationId: "o2" })).organization?.labels).toEqual({ tier: "gold" });
+    expect((await admin.getOrganization({ organizationId: "o2" })).organization?.labels).toEqual({
+      tier: "gold",
+    });
     expect((await admin.listOrganizations({})).organizations.map((o) => o.id)).toEqual(["o1", "o2"]);
   });
 });
@@ -78,7 +85,12 @@ describe("RegisterNode", () => {
     expect(node.name).toBe("edge-1");
     expect(node.state).toBe(NodeState.ACTIVE);
     expect(node.memberships).toHaveLength(1);
-    expect(node.memberships[0]).toMatchObject({ clusterId: "c1", state: MembershipState.ACTIVE, roles: ["relay-node"], certificateSerial: "0a1b" });
+    expect(node.memberships[0]).toMatchObject({
+      clusterId: "c1",
+      state: MembershipState.ACTIVE,
+      roles: ["relay-node"],
+      certificateSerial: "0a1b",
+    });
     const rows = await f.pool.query("SELECT count(*)::int AS n FROM memberships WHERE node_id = 'n-1'");
     expect(rows.rows[0].n).toBe(1);
     expect((await audited("node.register")).filter((e) => e.targetId === "n-1")).toHaveLength(1);
@@ -95,15 +107,28 @@ describe("RegisterNode", () => {
     const node = (await admin.getNode({ nodeId: "n-1" })).node!;
     expect(node.memberships.map((m) => m.clusterId)).toEqual(["c1", "c2"]);
     // a join request id is bound to what it registered
-    const err = await refusal(enrollment.registerNode({ nodeId: "n-9", clusterId: "c1", joinRequestId: "jr-2" }));
+    const err = await refusal(
+      enrollment.registerNode({ nodeId: "n-9", clusterId: "c1", joinRequestId: "jr-2" }),
+    );
     expect(err.code).toBe(Code.FailedPrecondition);
   });
 
   it("gives a taken name a numeric suffix, and refuses roles the node lacks capabilities for", async () => {
-    await enrollment.registerNode({ nodeId: "n-2", clusterId: "c1", joinRequestId: "jr-3", facts: { hostname: "edge-1" }, capabilities: ["can_run_rdp_worker"] });
+    await enrollment.registerNode({
+      nodeId: "n-2",
+      clusterId: "c1",
+      joinRequestId: "jr-3",
+      facts: { hostname: "edge-1" },
+      capabilities: ["can_run_rdp_worker"],
+    });
     expect((await admin.getNode({ nodeId: "n-2" })).node?.name).toBe("edge-1-2");
     const err = await refusal(
-      enrollment.registerNode({ nodeId: "n-3", clusterId: "c1", joinRequestId: "jr-4", grantedRoles: ["relay-node"] }),
+      enrollment.registerNode({
+        nodeId: "n-3",
+        clusterId: "c1",
+        joinRequestId: "jr-4",
+        grantedRoles: ["relay-node"],
+      }),
     );
     expect(err.code).toBe(Code.FailedPrecondition);
     expect(err.rawMessage).toMatch(/does not report can_route_mesh/);
@@ -114,10 +139,14 @@ describe("RegisterNode", () => {
 describe("paging", () => {
   it("refuses a page token from another list or replayed with other filters", async () => {
     const roles = await admin.listRoles({ pageSize: 1 });
-    expect((await refusal(admin.listCapabilities({ pageToken: roles.nextPageToken }))).code).toBe(Code.InvalidArgument);
+    expect((await refusal(admin.listCapabilities({ pageToken: roles.nextPageToken }))).code).toBe(
+      Code.InvalidArgument,
+    );
     const page = await admin.listMemberships({ pageSize: 1 });
     expect(page.nextPageToken).not.toBe("");
-    const err = await refusal(admin.listMemberships({ pageSize: 1, clusterId: "c2", pageToken: page.nextPageToken }));
+    const err = await refusal(
+      admin.listMemberships({ pageSize: 1, clusterId: "c2", pageToken: page.nextPageToken }),
+    );
     expect(err.rawMessage).toMatch(/different filters/);
     const next = await admin.listMemberships({ pageSize: 1, pageToken: page.nextPageToken });
     expect(next.memberships[0]?.id).not.toBe(page.memberships[0]?.id);
@@ -130,81 +159,149 @@ describe("roles and assignments", () => {
     const err = await refusal(admin.assignRole({ nodeId: "n-2", clusterId: "c1", role: "relay-node" }));
     expect(err.code).toBe(Code.FailedPrecondition);
     expect(err.rawMessage).toMatch(/does not report can_route_mesh, which role "relay-node" requires/);
-    expect((await admin.listRoleAssignments({ nodeId: "n-2" })).roleAssignments).toEqual(before.roleAssignments);
-    const refusals = await admin.listAudit({ actionPrefix: "role_assignment.create", outcome: AuditOutcome.FAILED });
+    expect((await admin.listRoleAssignments({ nodeId: "n-2" })).roleAssignments).toEqual(
+      before.roleAssignments,
+    );
+    const refusals = await admin.listAudit({
+      actionPrefix: "role_assignment.create",
+      outcome: AuditOutcome.FAILED,
+    });
     expect(refusals.events[0]?.details.reason).toMatch(/can_route_mesh/);
   });
 
   it("assigns (idempotently, optionally per organization), lists and removes roles", async () => {
-    const a = await admin.assignRole({ nodeId: "n-2", clusterId: "c1", role: "rdp-worker", organizationId: "o1" });
-    const again = await admin.assignRole({ nodeId: "n-2", clusterId: "c1", role: "rdp-worker", organizationId: "o1" });
+    const a = await admin.assignRole({
+      nodeId: "n-2",
+      clusterId: "c1",
+      role: "rdp-worker",
+      organizationId: "o1",
+    });
+    const again = await admin.assignRole({
+      nodeId: "n-2",
+      clusterId: "c1",
+      role: "rdp-worker",
+      organizationId: "o1",
+    });
     expect(again.roleAssignment?.id).toBe(a.roleAssignment?.id);
     const unscoped = await admin.assignRole({ nodeId: "n-2", clusterId: "c1", role: "rdp-worker" });
     expect(unscoped.roleAssignment?.id).not.toBe(a.roleAssignment?.id);
     expect((await admin.getNode({ nodeId: "n-2" })).node?.memberships[0]?.roles).toEqual(["rdp-worker"]);
-    expect((await admin.listRoleAssignments({ organizationId: "o1" })).roleAssignments.map((x) => x.id)).toEqual([a.roleAssignment!.id]);
+    expect(
+      (await admin.listRoleAssignments({ organizationId: "o1" })).roleAssignments.map((x) => x.id),
+    ).toEqual([a.roleAssignment!.id]);
     await admin.removeRole({ roleAssignmentId: unscoped.roleAssignment!.id });
     expect((await admin.listRoleAssignments({ nodeId: "n-2" })).roleAssignments).toHaveLength(1);
-    expect((await refusal(admin.assignRole({ nodeId: "n-2", clusterId: "c1", role: "nope" }))).code).toBe(Code.NotFound);
-    expect((await refusal(admin.assignRole({ nodeId: "n-2", clusterId: "c2", role: "rdp-worker" }))).code).toBe(Code.FailedPrecondition);
+    expect((await refusal(admin.assignRole({ nodeId: "n-2", clusterId: "c1", role: "nope" }))).code).toBe(
+      Code.NotFound,
+    );
+    expect(
+      (await refusal(admin.assignRole({ nodeId: "n-2", clusterId: "c2", role: "rdp-worker" }))).code,
+    ).toBe(Code.FailedPrecondition);
   });
 
   it("adds admin-defined roles with new capabilities to the catalog", async () => {
     const role = await admin.createRole({ name: "ssh-worker", requiredCapabilities: ["can_run_ssh_worker"] });
-    expect(role.role).toMatchObject({ builtIn: false, createdBy: { kind: PrincipalKind.ADMIN, id: "alice" } });
+    expect(role.role).toMatchObject({
+      builtIn: false,
+      createdBy: { kind: PrincipalKind.ADMIN, id: "alice" },
+    });
     const caps = await admin.listCapabilities({ pageSize: 1000 });
-    expect(caps.capabilities.find((c) => c.name === "can_run_ssh_worker")).toMatchObject({ builtIn: false, requiredByRoles: ["ssh-worker"] });
-    expect(caps.capabilities.find((c) => c.name === "can_route_mesh")?.requiredByRoles).toEqual(["relay-node"]);
+    expect(caps.capabilities.find((c) => c.name === "can_run_ssh_worker")).toMatchObject({
+      builtIn: false,
+      requiredByRoles: ["ssh-worker"],
+    });
+    expect(caps.capabilities.find((c) => c.name === "can_route_mesh")?.requiredByRoles).toEqual([
+      "relay-node",
+    ]);
     const roles = await admin.listRoles({ pageSize: 1000 });
     expect(roles.roles.filter((r) => r.builtIn).map((r) => r.name)).toHaveLength(10);
     expect((await refusal(admin.createRole({ name: "relay-node" }))).code).toBe(Code.AlreadyExists);
-    expect((await refusal(admin.createRole({ name: "x", requiredCapabilities: ["route"] }))).code).toBe(Code.InvalidArgument);
+    expect((await refusal(admin.createRole({ name: "x", requiredCapabilities: ["route"] }))).code).toBe(
+      Code.InvalidArgument,
+    );
   });
 });
 
 describe("node groups and memberships", () => {
   it("nests groups per cluster, places a membership in one group, and refuses deleting a used group", async () => {
     const dc = (await admin.createNodeGroup({ clusterId: "c1", name: "dc-kazan" })).nodeGroup!;
-    const rack = (await admin.createNodeGroup({ clusterId: "c1", name: "rack-1", parentGroupId: dc.id })).nodeGroup!;
-    expect((await refusal(admin.createNodeGroup({ clusterId: "c1", name: "rack-1", parentGroupId: dc.id }))).code).toBe(Code.AlreadyExists);
-    expect((await refusal(admin.createNodeGroup({ clusterId: "c2", name: "x", parentGroupId: dc.id }))).code).toBe(Code.FailedPrecondition);
+    const rack = (await admin.createNodeGroup({ clusterId: "c1", name: "rack-1", parentGroupId: dc.id }))
+      .nodeGroup!;
+    expect(
+      (await refusal(admin.createNodeGroup({ clusterId: "c1", name: "rack-1", parentGroupId: dc.id }))).code,
+    ).toBe(Code.AlreadyExists);
+    expect(
+      (await refusal(admin.createNodeGroup({ clusterId: "c2", name: "x", parentGroupId: dc.id }))).code,
+    ).toBe(Code.FailedPrecondition);
     const m = await admin.setNodeGroup({ nodeId: "n-1", clusterId: "c1", nodeGroupId: rack.id });
     expect(m.membership?.nodeGroupId).toBe(rack.id);
     expect((await admin.listNodes({ nodeGroupId: rack.id })).nodes.map((n) => n.id)).toEqual(["n-1"]);
     // the same node sits in no group in its other cluster
-    expect((await admin.getNode({ nodeId: "n-1" })).node?.memberships.find((x) => x.clusterId === "c2")?.nodeGroupId).toBe("");
-    expect((await refusal(admin.setNodeGroup({ nodeId: "n-1", clusterId: "c2", nodeGroupId: rack.id }))).code).toBe(Code.FailedPrecondition);
+    expect(
+      (await admin.getNode({ nodeId: "n-1" })).node?.memberships.find((x) => x.clusterId === "c2")
+        ?.nodeGroupId,
+    ).toBe("");
+    expect(
+      (await refusal(admin.setNodeGroup({ nodeId: "n-1", clusterId: "c2", nodeGroupId: rack.id }))).code,
+    ).toBe(Code.FailedPrecondition);
     expect((await refusal(admin.deleteNodeGroup({ nodeGroupId: dc.id }))).rawMessage).toMatch(/child groups/);
-    expect((await refusal(admin.deleteNodeGroup({ nodeGroupId: rack.id }))).rawMessage).toMatch(/still holds nodes/);
+    expect((await refusal(admin.deleteNodeGroup({ nodeGroupId: rack.id }))).rawMessage).toMatch(
+      /still holds nodes/,
+    );
     await admin.setNodeGroup({ nodeId: "n-1", clusterId: "c1", nodeGroupId: "" });
     await admin.deleteNodeGroup({ nodeGroupId: rack.id });
-    expect((await admin.listNodeGroups({ clusterId: "c1" })).nodeGroups.map((g) => g.name)).toEqual(["dc-kazan"]);
+    expect((await admin.listNodeGroups({ clusterId: "c1" })).nodeGroups.map((g) => g.name)).toEqual([
+      "dc-kazan",
+    ]);
   });
 
   it("disables and re-enables a membership", async () => {
     const m = (await admin.listMemberships({ nodeId: "n-1", clusterId: "c2" })).memberships[0]!;
-    expect((await refusal(admin.disableMembership({ membershipId: m.id }))).rawMessage).toMatch(/reason is required/);
+    expect((await refusal(admin.disableMembership({ membershipId: m.id }))).rawMessage).toMatch(
+      /reason is required/,
+    );
     const disabled = await admin.disableMembership({ membershipId: m.id, reason: "maintenance" });
-    expect(disabled.membership).toMatchObject({ state: MembershipState.DISABLED, disabledReason: "maintenance" });
-    expect((await admin.listMemberships({ state: MembershipState.DISABLED })).memberships.map((x) => x.id)).toEqual([m.id]);
-    expect((await admin.enableMembership({ membershipId: m.id })).membership?.state).toBe(MembershipState.ACTIVE);
+    expect(disabled.membership).toMatchObject({
+      state: MembershipState.DISABLED,
+      disabledReason: "maintenance",
+    });
+    expect(
+      (await admin.listMemberships({ state: MembershipState.DISABLED })).memberships.map((x) => x.id),
+    ).toEqual([m.id]);
+    expect((await admin.enableMembership({ membershipId: m.id })).membership?.state).toBe(
+      MembershipState.ACTIVE,
+    );
   });
 });
 
 describe("egress pools", () => {
   it("backs a pool only with nodes holding egress-node in its cluster", async () => {
-    const pool = (await admin.createEgressPool({ clusterId: "c1", name: "Office Moscow", organizationIds: ["o1"] })).egressPool!;
-    expect((await refusal(admin.createEgressPool({ clusterId: "c1", name: "Office Moscow" }))).code).toBe(Code.AlreadyExists);
-    expect((await refusal(admin.createEgressPool({ clusterId: "c1", name: "X", organizationIds: ["nope"] }))).code).toBe(Code.NotFound);
+    const pool = (
+      await admin.createEgressPool({ clusterId: "c1", name: "Office Moscow", organizationIds: ["o1"] })
+    ).egressPool!;
+    expect((await refusal(admin.createEgressPool({ clusterId: "c1", name: "Office Moscow" }))).code).toBe(
+      Code.AlreadyExists,
+    );
+    expect(
+      (await refusal(admin.createEgressPool({ clusterId: "c1", name: "X", organizationIds: ["nope"] }))).code,
+    ).toBe(Code.NotFound);
     const err = await refusal(admin.addEgressPoolMember({ egressPoolId: pool.id, nodeId: "n-1" }));
     expect(err.code).toBe(Code.FailedPrecondition);
     const egress = await admin.assignRole({ nodeId: "n-1", clusterId: "c1", role: "egress-node" });
     const added = await admin.addEgressPoolMember({ egressPoolId: pool.id, nodeId: "n-1", weight: 0 });
     expect(added.egressPool?.members).toMatchObject([{ nodeId: "n-1", weight: 100 }]);
-    expect((await refusal(admin.addEgressPoolMember({ egressPoolId: pool.id, nodeId: "n-1", weight: 2000 }))).code).toBe(Code.InvalidArgument);
-    expect((await refusal(admin.removeRole({ roleAssignmentId: egress.roleAssignment!.id }))).rawMessage).toMatch(/backs egress pool/);
-    expect((await admin.listEgressPools({ organizationId: "o1" })).egressPools.map((p) => p.name)).toEqual(["Office Moscow"]);
-    expect((await admin.removeEgressPoolMember({ egressPoolId: pool.id, nodeId: "n-1" })).egressPool?.members).toEqual([]);
+    expect(
+      (await refusal(admin.addEgressPoolMember({ egressPoolId: pool.id, nodeId: "n-1", weight: 2000 }))).code,
+    ).toBe(Code.InvalidArgument);
+    expect(
+      (await refusal(admin.removeRole({ roleAssignmentId: egress.roleAssignment!.id }))).rawMessage,
+    ).toMatch(/backs egress pool/);
+    expect((await admin.listEgressPools({ organizationId: "o1" })).egressPools.map((p) => p.name)).toEqual([
+      "Office Moscow",
+    ]);
+    expect(
+      (await admin.removeEgressPoolMember({ egressPoolId: pool.id, nodeId: "n-1" })).egressPool?.members,
+    ).toEqual([]);
   });
 });
 
@@ -223,9 +320,15 @@ describe("workloads", () => {
     expect(created).toMatchObject({ created: true, workload: { generation: 1n } });
     expect((await admin.putWorkload({ spec })).workload?.generation).toBe(1n);
     expect((await admin.putWorkload({ spec: { ...spec, args: ["--fast"] } })).workload?.generation).toBe(2n);
-    expect((await refusal(admin.putWorkload({ spec: { ...spec, clusterId: "c2" } }))).rawMessage).toMatch(/cannot move/);
-    expect((await refusal(admin.putWorkload({ spec: { ...spec, nodeIds: ["n-1"] } }))).rawMessage).toMatch(/do not hold role/);
-    expect((await admin.listWorkloads({ organizationId: "o1" })).workloads.map((w) => w.spec?.id)).toEqual(["kazan-rdp"]);
+    expect((await refusal(admin.putWorkload({ spec: { ...spec, clusterId: "c2" } }))).rawMessage).toMatch(
+      /cannot move/,
+    );
+    expect((await refusal(admin.putWorkload({ spec: { ...spec, nodeIds: ["n-1"] } }))).rawMessage).toMatch(
+      /do not hold role/,
+    );
+    expect((await admin.listWorkloads({ organizationId: "o1" })).workloads.map((w) => w.spec?.id)).toEqual([
+      "kazan-rdp",
+    ]);
     await admin.putWorkload({ spec: { ...spec, id: "temp" } });
     await admin.deleteWorkload({ workloadId: "temp" });
     expect((await refusal(admin.getWorkload({ workloadId: "temp" }))).code).toBe(Code.NotFound);
@@ -268,7 +371,11 @@ describe("audit", () => {
     }
     expect(all[0]).toMatchObject({ service: "registry", hash: expect.stringMatching(/^[0-9a-f]{64}$/) });
     const verified = await admin.verifyAudit({});
-    expect(verified).toMatchObject({ ok: true, rowsChecked: BigInt(all.length), lastSeq: BigInt(all.length) });
+    expect(verified).toMatchObject({
+      ok: true,
+      rowsChecked: BigInt(all.length),
+      lastSeq: BigInt(all.length),
+    });
     expect(verified.headHash).toBe(all[0]!.hash);
     const range = await admin.verifyAudit({ fromSeq: 3n, toSeq: 5n });
     expect(range).toMatchObject({ ok: true, rowsChecked: 3n, lastSeq: 5n });

@@ -10,7 +10,17 @@ import { Code, codeOf, refusal } from "./support/calls.js";
 import { startRegistry, type RegistryFixture } from "./support/registry-fixture.js";
 
 type Who = "platform" | "cluster" | "org" | "node" | "user" | "enrollment" | "router" | "ca" | "registry";
-const EVERYONE: Who[] = ["platform", "cluster", "org", "node", "user", "enrollment", "router", "ca", "registry"];
+const EVERYONE: Who[] = [
+  "platform",
+  "cluster",
+  "org",
+  "node",
+  "user",
+  "enrollment",
+  "router",
+  "ca",
+  "registry",
+];
 type Registry = Client<typeof RegistryService>;
 
 let f: RegistryFixture;
@@ -48,14 +58,23 @@ async function* oneHeartbeat() {
 const DIGEST_IMAGE = `app@sha256:${"b".repeat(64)}`;
 
 /** Each RPC: who may call it, and a call that succeeds for an allowed caller. */
-const RPCS: Record<keyof typeof RegistryService.method, { allowed: Who[]; call: (c: Registry) => Promise<unknown> }> = {
+const RPCS: Record<
+  keyof typeof RegistryService.method,
+  { allowed: Who[]; call: (c: Registry) => Promise<unknown> }
+> = {
   createCluster: { allowed: ["platform"], call: (c) => c.createCluster({ name: "x" }) },
   getCluster: { allowed: ["platform", "cluster"], call: (c) => c.getCluster({ clusterId: "c1" }) },
   listClusters: { allowed: ["platform", "cluster"], call: (c) => c.listClusters({}) },
   createOrganization: { allowed: ["platform"], call: (c) => c.createOrganization({ name: "x" }) },
-  getOrganization: { allowed: ["platform", "cluster", "org"], call: (c) => c.getOrganization({ organizationId: "o1" }) },
+  getOrganization: {
+    allowed: ["platform", "cluster", "org"],
+    call: (c) => c.getOrganization({ organizationId: "o1" }),
+  },
   listOrganizations: { allowed: ["platform", "cluster"], call: (c) => c.listOrganizations({}) },
-  createNodeGroup: { allowed: ["platform", "cluster"], call: (c) => c.createNodeGroup({ clusterId: "c1", name: unique("g") }) },
+  createNodeGroup: {
+    allowed: ["platform", "cluster"],
+    call: (c) => c.createNodeGroup({ clusterId: "c1", name: unique("g") }),
+  },
   listNodeGroups: { allowed: ["platform", "cluster"], call: (c) => c.listNodeGroups({ clusterId: "c1" }) },
   deleteNodeGroup: {
     allowed: ["platform", "cluster"],
@@ -113,7 +132,14 @@ const RPCS: Record<keyof typeof RegistryService.method, { allowed: Who[]; call: 
     allowed: ["platform", "cluster"],
     call: (c) =>
       c.putWorkload({
-        spec: { id: unique("w"), clusterId: "c1", role: "rdp-worker", runtime: Runtime.CONTAINER, environment: Environment.PRO, image: DIGEST_IMAGE },
+        spec: {
+          id: unique("w"),
+          clusterId: "c1",
+          role: "rdp-worker",
+          runtime: Runtime.CONTAINER,
+          environment: Environment.PRO,
+          image: DIGEST_IMAGE,
+        },
       }),
   },
   getWorkload: { allowed: ["platform", "cluster"], call: (c) => c.getWorkload({ workloadId: "w-base" }) },
@@ -122,12 +148,24 @@ const RPCS: Record<keyof typeof RegistryService.method, { allowed: Who[]; call: 
     allowed: ["platform", "cluster"],
     call: async (c) => {
       const id = unique("w");
-      await admin.putWorkload({ spec: { id, clusterId: "c1", role: "rdp-worker", runtime: Runtime.NATIVE, environment: Environment.DEV, command: "/bin/true" } });
+      await admin.putWorkload({
+        spec: {
+          id,
+          clusterId: "c1",
+          role: "rdp-worker",
+          runtime: Runtime.NATIVE,
+          environment: Environment.DEV,
+          command: "/bin/true",
+        },
+      });
       return c.deleteWorkload({ workloadId: id });
     },
   },
   listWorkloadStatus: { allowed: ["platform", "cluster"], call: (c) => c.listWorkloadStatus({}) },
-  createEgressPool: { allowed: ["platform", "cluster"], call: (c) => c.createEgressPool({ clusterId: "c1", name: unique("pool") }) },
+  createEgressPool: {
+    allowed: ["platform", "cluster"],
+    call: (c) => c.createEgressPool({ clusterId: "c1", name: unique("pool") }),
+  },
   listEgressPools: { allowed: ["platform", "cluster"], call: (c) => c.listEgressPools({}) },
   addEgressPoolMember: {
     allowed: ["platform", "cluster"],
@@ -148,9 +186,18 @@ const RPCS: Record<keyof typeof RegistryService.method, { allowed: Who[]; call: 
   listAudit: { allowed: ["platform", "cluster", "org"], call: (c) => c.listAudit({}) },
   verifyAudit: { allowed: ["platform"], call: (c) => c.verifyAudit({}) },
   getOrgOverview: { allowed: ["platform", "org"], call: (c) => c.getOrgOverview({ organizationId: "o1" }) },
-  listOrgEntryPoints: { allowed: ["platform", "org"], call: (c) => c.listOrgEntryPoints({ organizationId: "o1" }) },
-  listOrgEgressPoints: { allowed: ["platform", "org"], call: (c) => c.listOrgEgressPoints({ organizationId: "o1" }) },
-  listOrgWorkloads: { allowed: ["platform", "org"], call: (c) => c.listOrgWorkloads({ organizationId: "o1" }) },
+  listOrgEntryPoints: {
+    allowed: ["platform", "org"],
+    call: (c) => c.listOrgEntryPoints({ organizationId: "o1" }),
+  },
+  listOrgEgressPoints: {
+    allowed: ["platform", "org"],
+    call: (c) => c.listOrgEgressPoints({ organizationId: "o1" }),
+  },
+  listOrgWorkloads: {
+    allowed: ["platform", "org"],
+    call: (c) => c.listOrgWorkloads({ organizationId: "o1" }),
+  },
   session: { allowed: ["node"], call: (c) => firstOf(c.session(oneHeartbeat())) },
   watchChanges: { allowed: ["router"], call: (c) => firstOf(c.watchChanges({})) },
 };
@@ -162,7 +209,8 @@ beforeAll(async () => {
   ids.org = await f.pki.issue({ kind: "admin", id: "olga", grant: "org-admin", organization: "o1" });
   ids.node = await f.pki.issue({ kind: "node", id: "n-base", cluster: "c1" });
   ids.user = await f.pki.issue({ kind: "user", id: "dev01" });
-  for (const s of ["enrollment", "router", "ca", "registry"] as const) ids[s] = await f.pki.issue({ kind: "service", id: s });
+  for (const s of ["enrollment", "router", "ca", "registry"] as const)
+    ids[s] = await f.pki.issue({ kind: "service", id: s });
   for (const who of EVERYONE) clients[who] = f.client(ids[who]);
   admin = clients.platform;
   enrollment = clients.enrollment;
@@ -179,10 +227,24 @@ beforeAll(async () => {
   });
   await enrollment.registerNode({ nodeId: "n-other", clusterId: "c2", joinRequestId: "jr-other" });
   await admin.putWorkload({
-    spec: { id: "w-base", clusterId: "c1", role: "rdp-worker", runtime: Runtime.NATIVE, environment: Environment.DEV, command: "/bin/true" },
+    spec: {
+      id: "w-base",
+      clusterId: "c1",
+      role: "rdp-worker",
+      runtime: Runtime.NATIVE,
+      environment: Environment.DEV,
+      command: "/bin/true",
+    },
   });
   await admin.putWorkload({
-    spec: { id: "w-other", clusterId: "c2", role: "rdp-worker", runtime: Runtime.NATIVE, environment: Environment.DEV, command: "/bin/true" },
+    spec: {
+      id: "w-other",
+      clusterId: "c2",
+      role: "rdp-worker",
+      runtime: Runtime.NATIVE,
+      environment: Environment.DEV,
+      command: "/bin/true",
+    },
   });
 });
 afterAll(async () => {
@@ -215,12 +277,28 @@ describe("admins are narrowed to their cluster or organization", () => {
     // objects of other clusters look as if they did not exist
     expect((await refusal(carl.getNode({ nodeId: "n-other" }))).code).toBe(Code.NotFound);
     expect((await refusal(carl.getWorkload({ workloadId: "w-other" }))).code).toBe(Code.NotFound);
-    expect((await refusal(carl.createNodeGroup({ clusterId: "c2", name: "g" }))).code).toBe(Code.PermissionDenied);
+    expect((await refusal(carl.createNodeGroup({ clusterId: "c2", name: "g" }))).code).toBe(
+      Code.PermissionDenied,
+    );
     const other = (await admin.getNode({ nodeId: "n-other" })).node!.memberships[0]!;
-    expect((await refusal(carl.disableMembership({ membershipId: other.id, reason: "x" }))).code).toBe(Code.PermissionDenied);
+    expect((await refusal(carl.disableMembership({ membershipId: other.id, reason: "x" }))).code).toBe(
+      Code.PermissionDenied,
+    );
     expect(
-      (await refusal(carl.putWorkload({ spec: { id: "w-other", clusterId: "c2", role: "rdp-worker", runtime: Runtime.NATIVE, environment: Environment.DEV, command: "x" } })))
-        .code,
+      (
+        await refusal(
+          carl.putWorkload({
+            spec: {
+              id: "w-other",
+              clusterId: "c2",
+              role: "rdp-worker",
+              runtime: Runtime.NATIVE,
+              environment: Environment.DEV,
+              command: "x",
+            },
+          }),
+        )
+      ).code,
     ).toBe(Code.PermissionDenied);
     // the refused attempt is audited
     const refused = await admin.listAudit({ actorId: "carl", outcome: 2 });

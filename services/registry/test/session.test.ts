@@ -2,7 +2,7 @@ import { durationFromMs } from "@bufbuild/protobuf/wkt";
 import type { Client } from "@connectrpc/connect";
 import { Environment, Runtime } from "@fabric/proto/fabric/common/v1/common_pb.js";
 import { WorkloadState } from "@fabric/proto/fabric/common/v1/workload_pb.js";
-import { RegistryService } from "@fabric/proto/fabric/registry/v1/registry_pb.js";
+import type { RegistryService } from "@fabric/proto/fabric/registry/v1/registry_pb.js";
 import { DirectiveKind } from "@fabric/proto/fabric/registry/v1/session_pb.js";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { Code, eventually } from "./support/calls.js";
@@ -15,16 +15,27 @@ let enrollment: Client<typeof RegistryService>;
 const HEARTBEAT_MS = 300;
 
 async function register(nodeId: string, clusterId = "c1", capabilities: string[] = ["can_run_rdp_worker"]) {
-  await enrollment.registerNode({ nodeId, clusterId, joinRequestId: `jr-${nodeId}-${clusterId}`, capabilities });
+  await enrollment.registerNode({
+    nodeId,
+    clusterId,
+    joinRequestId: `jr-${nodeId}-${clusterId}`,
+    capabilities,
+  });
 }
 
-const nodeClient = async (id: string, cluster = "c1") => f.client(await f.pki.issue({ kind: "node", id, cluster }));
+const nodeClient = async (id: string, cluster = "c1") =>
+  f.client(await f.pki.issue({ kind: "node", id, cluster }));
 
 const directives = (s: { responses: { payload: { case?: string; value?: unknown } }[] }) =>
-  s.responses.flatMap((r) => (r.payload.case === "directive" ? [(r.payload.value as { kind: DirectiveKind }).kind] : []));
+  s.responses.flatMap((r) =>
+    r.payload.case === "directive" ? [(r.payload.value as { kind: DirectiveKind }).kind] : [],
+  );
 
 beforeAll(async () => {
-  f = await startRegistry({ FABRIC_HEARTBEAT_INTERVAL_MS: String(HEARTBEAT_MS), FABRIC_CHANGE_COALESCE_MS: "60000" });
+  f = await startRegistry({
+    FABRIC_HEARTBEAT_INTERVAL_MS: String(HEARTBEAT_MS),
+    FABRIC_CHANGE_COALESCE_MS: "60000",
+  });
   admin = f.client(f.admin);
   enrollment = f.client(await f.pki.issue({ kind: "service", id: "enrollment" }));
   await admin.createCluster({ clusterId: "c1", name: "One" });
@@ -43,7 +54,9 @@ describe("Session", () => {
     await session.waitAcked(last);
     // Every acknowledged sequence number is already in the log.
     const acked = session.acked();
-    const rows = await f.pool.query("SELECT max(seq)::int AS max, count(*)::int AS n FROM report_log WHERE node_id = 'n-ack'");
+    const rows = await f.pool.query(
+      "SELECT max(seq)::int AS max, count(*)::int AS n FROM report_log WHERE node_id = 'n-ack'",
+    );
     expect(BigInt(rows.rows[0].max)).toBeGreaterThanOrEqual(acked);
     expect(rows.rows[0].n).toBe(50);
     // Acks are per batch, not per report.
@@ -83,7 +96,14 @@ describe("Session", () => {
     expect(err?.rawMessage).toMatch(/not a member of cluster "c2"/);
     // a workload of another cluster is not the node's to report on
     await admin.putWorkload({
-      spec: { id: "w-c2", clusterId: "c2", role: "rdp-worker", runtime: Runtime.NATIVE, environment: Environment.DEV, command: "x" },
+      spec: {
+        id: "w-c2",
+        clusterId: "c2",
+        role: "rdp-worker",
+        runtime: Runtime.NATIVE,
+        environment: Environment.DEV,
+        command: "x",
+      },
     });
     const session = openSession(await nodeClient("n-scope"));
     session.send({ case: "workloadStatus", value: { workloadId: "w-c2", state: WorkloadState.RUNNING } });
@@ -94,19 +114,44 @@ describe("Session", () => {
     await register("n-status");
     await admin.assignRole({ nodeId: "n-status", clusterId: "c1", role: "rdp-worker" });
     await admin.putWorkload({
-      spec: { id: "w-1", clusterId: "c1", role: "rdp-worker", runtime: Runtime.NATIVE, environment: Environment.DEV, command: "x" },
+      spec: {
+        id: "w-1",
+        clusterId: "c1",
+        role: "rdp-worker",
+        runtime: Runtime.NATIVE,
+        environment: Environment.DEV,
+        command: "x",
+      },
     });
     const session = openSession(await nodeClient("n-status"));
-    session.send({ case: "workloadStatus", value: { workloadId: "w-1", generation: 1n, state: WorkloadState.HEALTHY, restarts: 2 } });
-    session.send({ case: "workloadStatus", value: { workloadId: "w-deleted", state: WorkloadState.RUNNING } });
+    session.send({
+      case: "workloadStatus",
+      value: { workloadId: "w-1", generation: 1n, state: WorkloadState.HEALTHY, restarts: 2 },
+    });
+    session.send({
+      case: "workloadStatus",
+      value: { workloadId: "w-deleted", state: WorkloadState.RUNNING },
+    });
     let last = 0n;
     for (let i = 0; i < 40; i++) {
-      last = session.send({ case: "probe", value: { peerNodeId: "n-ack", latency: durationFromMs(10 + (i % 2)), lossRatio: 0, samples: 10 } });
+      last = session.send({
+        case: "probe",
+        value: { peerNodeId: "n-ack", latency: durationFromMs(10 + (i % 2)), lossRatio: 0, samples: 10 },
+      });
     }
     await session.waitAcked(last);
-    const status = await eventually(async () => (await admin.listWorkloadStatus({ nodeId: "n-status" })).statuses[0]);
-    expect(status).toMatchObject({ workloadId: "w-1", clusterId: "c1", state: WorkloadState.HEALTHY, restarts: 2 });
-    const probe = await f.pool.query("SELECT latency_us, samples FROM probe_stats WHERE from_node_id = 'n-status'");
+    const status = await eventually(
+      async () => (await admin.listWorkloadStatus({ nodeId: "n-status" })).statuses[0],
+    );
+    expect(status).toMatchObject({
+      workloadId: "w-1",
+      clusterId: "c1",
+      state: WorkloadState.HEALTHY,
+      restarts: 2,
+    });
+    const probe = await f.pool.query(
+      "SELECT latency_us, samples FROM probe_stats WHERE from_node_id = 'n-status'",
+    );
     expect(probe.rows[0].latency_us).toBeGreaterThan(9_900);
     expect(probe.rows[0].latency_us).toBeLessThan(11_100);
     expect(probe.rows[0].samples).toBe(400);
@@ -148,9 +193,13 @@ describe("Session", () => {
     await register("n-retry");
     f.ca.failing = true;
     try {
-      const err = await admin.revokeNode({ nodeId: "n-retry" }).catch((e: unknown) => e as { code: Code; rawMessage: string });
+      const err = await admin
+        .revokeNode({ nodeId: "n-retry" })
+        .catch((e: unknown) => e as { code: Code; rawMessage: string });
       expect(err).toMatchObject({ code: Code.Unavailable });
-      expect((err as { rawMessage: string }).rawMessage).toMatch(/banned in the registry, but the CA did not revoke/);
+      expect((err as { rawMessage: string }).rawMessage).toMatch(
+        /banned in the registry, but the CA did not revoke/,
+      );
       expect((await admin.getNode({ nodeId: "n-retry" })).node?.state).toBe(2);
     } finally {
       f.ca.failing = false;
@@ -180,7 +229,11 @@ describe("Session", () => {
     const day = 86_400_000;
     const creds = await f.pki.issue(
       { kind: "node", id: "n-old", cluster: "c1" },
-      { notBefore: new Date(Date.now() - 25 * day), notAfter: new Date(Date.now() + 5 * day), serialHex: "7a01" },
+      {
+        notBefore: new Date(Date.now() - 25 * day),
+        notAfter: new Date(Date.now() + 5 * day),
+        serialHex: "7a01",
+      },
     );
     const session = openSession(f.client(creds));
     await session.waitAcked(session.send(heartbeat()));
@@ -197,7 +250,9 @@ describe("Session", () => {
     await register("n-quiet");
     const session = openSession(await nodeClient("n-quiet"));
     await session.waitAcked(session.send(heartbeat()));
-    await eventually(async () => ((await admin.getNode({ nodeId: "n-quiet" })).node?.online ? true : undefined));
+    await eventually(async () =>
+      (await admin.getNode({ nodeId: "n-quiet" })).node?.online ? true : undefined,
+    );
     // No more heartbeats: offline once 3 × 300 ms have passed.
     const node = await eventually(async () => {
       const n = (await admin.getNode({ nodeId: "n-quiet" })).node!;
@@ -208,7 +263,9 @@ describe("Session", () => {
     expect(events.events.map((e) => e.action)).toEqual(["node.offline", "node.online"]);
     // a heartbeat brings it back
     await session.waitAcked(session.send(heartbeat()));
-    await eventually(async () => ((await admin.getNode({ nodeId: "n-quiet" })).node?.online ? true : undefined));
+    await eventually(async () =>
+      (await admin.getNode({ nodeId: "n-quiet" })).node?.online ? true : undefined,
+    );
     await session.close();
   });
 });

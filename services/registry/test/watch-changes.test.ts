@@ -1,6 +1,6 @@
 import type { Client } from "@connectrpc/connect";
 import { Environment, Runtime } from "@fabric/proto/fabric/common/v1/common_pb.js";
-import { RegistryService } from "@fabric/proto/fabric/registry/v1/registry_pb.js";
+import type { RegistryService } from "@fabric/proto/fabric/registry/v1/registry_pb.js";
 import pg from "pg";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { pruneChanges } from "../src/retention.js";
@@ -16,11 +16,24 @@ let enrollment: Client<typeof RegistryService>;
 let n = 0;
 
 const workload = (id: string, clusterId = "c1") => ({
-  spec: { id, clusterId, role: "rdp-worker", runtime: Runtime.NATIVE, environment: Environment.DEV, command: "/bin/true" },
+  spec: {
+    id,
+    clusterId,
+    role: "rdp-worker",
+    runtime: Runtime.NATIVE,
+    environment: Environment.DEV,
+    command: "/bin/true",
+  },
 });
 
 async function register(nodeId: string, clusterId = "c1") {
-  await enrollment.registerNode({ nodeId, clusterId, joinRequestId: `jr-${++n}`, capabilities: ["can_run_rdp_worker"], grantedRoles: ["rdp-worker"] });
+  await enrollment.registerNode({
+    nodeId,
+    clusterId,
+    joinRequestId: `jr-${++n}`,
+    capabilities: ["can_run_rdp_worker"],
+    grantedRoles: ["rdp-worker"],
+  });
 }
 
 beforeAll(async () => {
@@ -60,7 +73,9 @@ describe("WatchChanges", () => {
     expect(versions.every((v) => v > synced)).toBe(true);
     expect(versions).toEqual([...versions].sort((a, b) => (a < b ? -1 : 1)));
     expect(new Set(versions).size).toBe(versions.length);
-    expect(w.changes.map((c) => c.entity.case)).toEqual(expect.arrayContaining(["workload", "membership", "node"]));
+    expect(w.changes.map((c) => c.entity.case)).toEqual(
+      expect.arrayContaining(["workload", "membership", "node"]),
+    );
     await admin.enableMembership({ membershipId: m.id });
     await w.stop();
   });
@@ -69,12 +84,16 @@ describe("WatchChanges", () => {
     const w = watch(router, { clusterIds: ["c2"] });
     await w.synced();
     const listed = w.messages.flatMap((m) => (m.event.case === "list" ? m.event.value.events : []));
-    expect(listed.filter((e) => e.entity.case === "node").map((e) => (e.entity.value as { id: string }).id)).toEqual(["n-2"]);
+    expect(
+      listed.filter((e) => e.entity.case === "node").map((e) => (e.entity.value as { id: string }).id),
+    ).toEqual(["n-2"]);
     await admin.putWorkload(workload("w-c1-only"));
     await admin.putWorkload(workload("w-c2", "c2"));
     const change = await w.waitFor((c) => c.entity.case === "workload");
     expect(change.entity.case === "workload" && change.entity.value.spec?.id).toBe("w-c2");
-    expect(w.changes.some((c) => c.entity.case === "workload" && c.entity.value.spec?.id === "w-c1-only")).toBe(false);
+    expect(
+      w.changes.some((c) => c.entity.case === "workload" && c.entity.value.spec?.id === "w-c1-only"),
+    ).toBe(false);
     await w.stop();
   });
 
@@ -125,7 +144,9 @@ describe("WatchChanges", () => {
     expect(first.event.case).toBe("list");
     expect(first.event.value).toMatchObject({ reset: true, resumeExpired: true, version: synced });
     const listed = resumed.messages.flatMap((m) => (m.event.case === "list" ? m.event.value.events : []));
-    expect(listed.some((e) => e.entity.case === "workload" && e.entity.value.spec?.id === "w-pruned")).toBe(true);
+    expect(listed.some((e) => e.entity.case === "workload" && e.entity.value.spec?.id === "w-pruned")).toBe(
+      true,
+    );
     await resumed.stop();
   });
 
@@ -157,7 +178,10 @@ describe("authority", () => {
     try {
       await superuser.query(`ALTER DATABASE "${f.db.name}" SET default_transaction_read_only = on`);
       // Sessions pick the setting up when they connect: end the registry's current ones.
-      await superuser.query("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1 AND pid <> pg_backend_pid()", [f.db.name]);
+      await superuser.query(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1 AND pid <> pg_backend_pid()",
+        [f.db.name],
+      );
       const err = await eventually(async () => {
         const e = await refusal(admin.createCluster({ clusterId: "c-ro", name: "read only" }));
         return /read-only/.test(e.rawMessage) ? e : undefined;
@@ -174,11 +198,18 @@ describe("authority", () => {
       await late.stop();
     } finally {
       await superuser.query(`ALTER DATABASE "${f.db.name}" RESET default_transaction_read_only`);
-      await superuser.query("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1 AND pid <> pg_backend_pid()", [f.db.name]);
+      await superuser.query(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1 AND pid <> pg_backend_pid()",
+        [f.db.name],
+      );
       await superuser.end();
     }
     // the authority is back: the change goes through and reaches the open watcher
-    await eventually(async () => (await admin.createCluster({ clusterId: "c-back", name: "back" }).catch(() => undefined)) ?? undefined);
+    await eventually(
+      async () =>
+        (await admin.createCluster({ clusterId: "c-back", name: "back" }).catch(() => undefined)) ??
+        undefined,
+    );
     await admin.putWorkload(workload("w-back"));
     await w.waitFor((c) => c.entity.case === "workload" && c.entity.value.spec?.id === "w-back");
     expect(await w.stop()).toBeUndefined();

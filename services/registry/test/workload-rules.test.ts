@@ -16,7 +16,13 @@ const DIGEST = `sha256:${"0123456789abcdef".repeat(4)}`;
 type SpecInit = MessageInitShape<typeof WorkloadSpecSchema>;
 
 function spec(init: Partial<Record<keyof SpecInit, unknown>>): WorkloadSpec {
-  const defaults = { id: "w1", clusterId: "c1", role: "rdp-worker", runtime: Runtime.CONTAINER, environment: Environment.DEV };
+  const defaults = {
+    id: "w1",
+    clusterId: "c1",
+    role: "rdp-worker",
+    runtime: Runtime.CONTAINER,
+    environment: Environment.DEV,
+  };
   return create(WorkloadSpecSchema, { ...defaults, ...init } as SpecInit);
 }
 
@@ -47,25 +53,41 @@ describe("environment guard rules", () => {
   });
 
   it("needs an image in tst and pro", () => {
-    expect(refusedWith(spec({ environment: Environment.TST }))).toMatch(/guard rule: tst workloads run an immutable image; set spec.image/);
-    expect(refusedWith(spec({ environment: Environment.PRO }))).toMatch(/guard rule: pro workloads run an immutable image/);
+    expect(refusedWith(spec({ environment: Environment.TST }))).toMatch(
+      /guard rule: tst workloads run an immutable image; set spec.image/,
+    );
+    expect(refusedWith(spec({ environment: Environment.PRO }))).toMatch(
+      /guard rule: pro workloads run an immutable image/,
+    );
   });
 
   it("needs pro images pinned by digest", () => {
     expect(refusedWith(spec({ environment: Environment.PRO, image: "registry.example/app:1.2" }))).toMatch(
       /guard rule: pro images must be pinned by digest/,
     );
-    expect(refusedWith(spec({ environment: Environment.PRO, image: `app@sha256:${"A".repeat(64)}` }))).toMatch(/pinned by digest/);
-    expect(() => validateWorkloadSpec(spec({ environment: Environment.PRO, image: `registry.example/app@${DIGEST}` }))).not.toThrow();
-    expect(() => validateWorkloadSpec(spec({ environment: Environment.TST, image: "app:1.2" }))).not.toThrow();
+    expect(
+      refusedWith(spec({ environment: Environment.PRO, image: `app@sha256:${"A".repeat(64)}` })),
+    ).toMatch(/pinned by digest/);
+    expect(() =>
+      validateWorkloadSpec(spec({ environment: Environment.PRO, image: `registry.example/app@${DIGEST}` })),
+    ).not.toThrow();
+    expect(() =>
+      validateWorkloadSpec(spec({ environment: Environment.TST, image: "app:1.2" })),
+    ).not.toThrow();
   });
 
   it("refuses mounts, sync and reload outside dev", () => {
     for (const environment of [Environment.TST, Environment.PRO]) {
       const base = { environment, image: `app@${DIGEST}` };
-      expect(refusedWith(spec({ ...base, mounts: [{ source: "/src", target: "/app" }] }))).toMatch(/guard rule: mounts are only allowed in dev/);
-      expect(refusedWith(spec({ ...base, sync: { targetPath: "/srv" } }))).toMatch(/guard rule: sync is only allowed in dev/);
-      expect(refusedWith(spec({ ...base, reload: true }))).toMatch(/guard rule: reload is only allowed in dev/);
+      expect(refusedWith(spec({ ...base, mounts: [{ source: "/src", target: "/app" }] }))).toMatch(
+        /guard rule: mounts are only allowed in dev/,
+      );
+      expect(refusedWith(spec({ ...base, sync: { targetPath: "/srv" } }))).toMatch(
+        /guard rule: sync is only allowed in dev/,
+      );
+      expect(refusedWith(spec({ ...base, reload: true }))).toMatch(
+        /guard rule: reload is only allowed in dev/,
+      );
     }
   });
 });
@@ -73,18 +95,30 @@ describe("environment guard rules", () => {
 describe("well-formed specs", () => {
   it("names the field at fault", () => {
     expect(refusedWith(spec({ runtime: Runtime.UNSPECIFIED }))).toMatch(/spec.runtime is required/);
-    expect(refusedWith(spec({ environment: Environment.UNSPECIFIED }))).toMatch(/spec.environment is required/);
-    expect(refusedWith(spec({ runtime: Runtime.NATIVE }))).toMatch(/spec.command is required for RUNTIME_NATIVE/);
+    expect(refusedWith(spec({ environment: Environment.UNSPECIFIED }))).toMatch(
+      /spec.environment is required/,
+    );
+    expect(refusedWith(spec({ runtime: Runtime.NATIVE }))).toMatch(
+      /spec.command is required for RUNTIME_NATIVE/,
+    );
     expect(refusedWith(spec({ id: "Bad_Id" }))).toMatch(/spec.id must be/);
     expect(refusedWith(spec({ env: { DB_PASSWORD: "x" } }))).toMatch(/looks like a secret/);
     expect(refusedWith(spec({ env: { "1X": "x" } }))).toMatch(/not a valid variable name/);
     expect(refusedWith(spec({ healthCheck: {} }))).toMatch(/exactly one probe/);
     expect(
-      refusedWith(spec({ healthCheck: { probe: { case: "tcp", value: { port: 80 } }, interval: durationFromMs(500) } })),
+      refusedWith(
+        spec({ healthCheck: { probe: { case: "tcp", value: { port: 80 } }, interval: durationFromMs(500) } }),
+      ),
     ).toMatch(/interval must be at least 1 s/);
     expect(
       refusedWith(
-        spec({ healthCheck: { probe: { case: "http", value: { port: 80 } }, interval: durationFromMs(2_000), timeout: durationFromMs(2_000) } }),
+        spec({
+          healthCheck: {
+            probe: { case: "http", value: { port: 80 } },
+            interval: durationFromMs(2_000),
+            timeout: durationFromMs(2_000),
+          },
+        }),
       ),
     ).toMatch(/timeout must be positive and shorter/);
     expect(refusedWith(spec({ stopGracePeriod: durationFromMs(10 * 60_000) }))).toMatch(/stop_grace_period/);
@@ -107,11 +141,19 @@ describe("PutWorkload enforces the rules and changes nothing when refusing", () 
   it("refuses a tst workload with a mount and a pro workload without a digest", async () => {
     const auditBefore = (await admin.verifyAudit({})).rowsChecked;
     const tst = await refusal(
-      admin.putWorkload({ spec: spec({ environment: Environment.TST, image: "app:1", mounts: [{ source: "/src", target: "/app" }] }) }),
+      admin.putWorkload({
+        spec: spec({
+          environment: Environment.TST,
+          image: "app:1",
+          mounts: [{ source: "/src", target: "/app" }],
+        }),
+      }),
     );
     expect(tst.code).toBe(Code.InvalidArgument);
     expect(tst.rawMessage).toMatch(/guard rule: mounts are only allowed in dev/);
-    const pro = await refusal(admin.putWorkload({ spec: spec({ environment: Environment.PRO, image: "app:1" }) }));
+    const pro = await refusal(
+      admin.putWorkload({ spec: spec({ environment: Environment.PRO, image: "app:1" }) }),
+    );
     expect(pro.code).toBe(Code.InvalidArgument);
     expect(pro.rawMessage).toMatch(/pinned by digest/);
     expect((await admin.listWorkloads({})).workloads).toEqual([]);
@@ -121,7 +163,9 @@ describe("PutWorkload enforces the rules and changes nothing when refusing", () 
     const failed = await admin.listAudit({ actionPrefix: "workload.put" });
     expect(failed.events.map((e) => e.details.error)).toEqual(["invalid-argument", "invalid-argument"]);
     expect((await admin.verifyAudit({})).rowsChecked).toBe(auditBefore + 2n);
-    const ok = await admin.putWorkload({ spec: spec({ environment: Environment.PRO, image: `app@${DIGEST}` }) });
+    const ok = await admin.putWorkload({
+      spec: spec({ environment: Environment.PRO, image: `app@${DIGEST}` }),
+    });
     expect(ok.created).toBe(true);
   });
 });

@@ -45,6 +45,8 @@ export interface CandidateInfo {
   /** Empty when it may be a peer; otherwise why not (shown by Explain). */
   excludedReason: string;
   kind: CandidateKind;
+  /** Organizations its relay-node assignments allow ("*" = all), for routes that relay through it. */
+  relayScope: string;
   region: string;
   addresses: string[];
   hash: number;
@@ -166,10 +168,8 @@ function windowSizeOf(cls: NodeClass): number {
 
 /** What changed among a cluster's candidates in one batch. */
 export interface CandidateUpdate {
-  /** Candidates whose info changed. */
+  /** Candidates whose info changed (or that appeared or left). */
   changed: Set<string>;
-  /** Candidates whose eligibility flipped. */
-  eligibilityFlipped: Set<string>;
   /** Per group: ids that entered or left its window. */
   windowMoves: Map<string, Set<string>>;
 }
@@ -195,20 +195,14 @@ export class ClusterPeers {
 
   /** Refreshes the given candidates and reports what moved. */
   updateCandidates(ids: Iterable<string>, nowMs: number): CandidateUpdate {
-    const update: CandidateUpdate = {
-      changed: new Set(),
-      eligibilityFlipped: new Set(),
-      windowMoves: new Map(),
-    };
+    const update: CandidateUpdate = { changed: new Set(), windowMoves: new Map() };
     const before = new Map([...this.groups].map(([key, g]) => [key, g.window]));
     for (const id of ids) {
       const old = this.candidates.get(id);
       const next = this.cluster.members.has(id) ? this.candidateInfo(id, nowMs) : undefined;
+      if (!old && !next) continue;
       if (old && next && sameCandidate(old, next)) continue;
       update.changed.add(id);
-      if (((old?.excludedReason ?? "gone") === "") !== ((next?.excludedReason ?? "gone") === "")) {
-        update.eligibilityFlipped.add(id);
-      }
       for (const g of this.groups.values()) {
         if (old) g.remove(old);
         if (next) g.insert(next);
@@ -412,6 +406,7 @@ export class ClusterPeers {
         : this.cluster.holds(nodeId, ENTRY_ROLE)
           ? "entry"
           : "other",
+      relayScope: relayScope(this.cluster, nodeId),
       region: node?.region ?? "",
       addresses: node?.addresses ?? [],
       hash: node?.hash ?? 0,
@@ -423,6 +418,12 @@ export class ClusterPeers {
 
 function selected(c: RankedCandidate, tier: Tier): SelectedPeer {
   return { info: c.info, total: c.total, tier };
+}
+
+function relayScope(cluster: ClusterState, nodeId: string): string {
+  if (!cluster.holds(nodeId, RELAY_ROLE)) return "";
+  const orgs = cluster.organizationsFor(nodeId, RELAY_ROLE);
+  return orgs ? [...orgs].sort(compareIds).join(",") : "*";
 }
 
 function groupKey(region: string, cls: NodeClass): string {
@@ -449,6 +450,7 @@ function sameCandidate(a: CandidateInfo, b: CandidateInfo): boolean {
   return (
     a.excludedReason === b.excludedReason &&
     a.kind === b.kind &&
+    a.relayScope === b.relayScope &&
     a.region === b.region &&
     a.intrinsic === b.intrinsic &&
     a.factors.load === b.factors.load &&

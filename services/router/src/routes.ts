@@ -205,7 +205,7 @@ export function entryOrganizations(cluster: ClusterState, nodeId: string): strin
   return scoped ? [...scoped].sort(compareIds) : cluster.organizations();
 }
 
-export function carries(orgs: Set<string> | "all", organizationId: string): boolean {
+function carries(orgs: Set<string> | "all", organizationId: string): boolean {
   return orgs === "all" || orgs.has(organizationId);
 }
 

@@ -97,9 +97,17 @@ export function regionScore(from: string, to: string): number {
   return areaOf(from) === areaOf(to) ? 0.6 : 0.2;
 }
 
+// Regions are few and scored millions of times: their areas are cut once.
+const areas = new Map<string, string>();
+
 function areaOf(region: string): string {
-  const dash = region.indexOf("-");
-  return dash < 0 ? region : region.slice(0, dash);
+  let area = areas.get(region);
+  if (area === undefined) {
+    const dash = region.indexOf("-");
+    area = dash < 0 ? region : region.slice(0, dash);
+    areas.set(region, area);
+  }
+  return area;
 }
 
 /** What a candidate is, as far as suitability goes. */

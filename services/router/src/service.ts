@@ -44,7 +44,11 @@ export const routerDefinition: ServiceDefinition<typeof routerSettings> = {
     const metrics = routerMetrics(ctx.metrics, { engine, hub, signer });
     const registry = ctx.client(RegistryService, ctx.config.registryUrl, "registry");
     let feed: Promise<void> | undefined;
+    let loaded!: () => void;
+    const ready = new Promise<void>((resolve) => (loaded = resolve));
     return {
+      // Ready once the first registry list is loaded: before that Watch and Explain could only refuse.
+      ready,
       services: [
         routerService({
           engine,
@@ -55,7 +59,11 @@ export const routerDefinition: ServiceDefinition<typeof routerSettings> = {
         }),
       ],
       start() {
-        feed = followRegistryChanges(registry, engine, { logger: ctx.logger, signal: ctx.signal });
+        feed = followRegistryChanges(registry, engine, {
+          logger: ctx.logger,
+          signal: ctx.signal,
+          onSynced: () => loaded(),
+        });
       },
       async stop() {
         await feed;

@@ -71,10 +71,6 @@ export class SnapshotHub {
     return sub;
   }
 
-  watched(key: string): boolean {
-    return this.subscribers.has(key);
-  }
-
   deliver(key: string, delivery: Delivery): void {
     for (const sub of this.subscribers.get(key) ?? []) sub.offer(delivery);
   }

@@ -2,7 +2,7 @@ import { X509Certificate, verify } from "node:crypto";
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { fromBinary } from "@bufbuild/protobuf";
+import { equals, fromBinary } from "@bufbuild/protobuf";
 import { Code, ConnectError } from "@connectrpc/connect";
 import {
   createRpcClient,
@@ -98,9 +98,9 @@ afterAll(async () => {
   rmSync(dir, { recursive: true, force: true });
 });
 
-const client = (creds: TlsCredentials) =>
+const client = (creds: TlsCredentials, url = router.server.grpcUrl) =>
   createRpcClient(RouterService, {
-    url: router.server.grpcUrl,
+    url,
     credentials: creds,
     expectServerId: ROUTER_ID,
     retries: 0,
@@ -111,10 +111,11 @@ const client = (creds: TlsCredentials) =>
 async function openWatch(
   creds: TlsCredentials,
   request: { knownVersion?: bigint; nodeId?: string; clusterId?: string } = {},
+  url = router.server.grpcUrl,
 ) {
   for (let attempt = 0; ; attempt++) {
     const abort = new AbortController();
-    const responses = client(creds).watch(request, { signal: abort.signal, timeoutMs: 0 });
+    const responses = client(creds, url).watch(request, { signal: abort.signal, timeoutMs: 0 });
     const stream = responses[Symbol.asyncIterator]();
     const first = stream.next();
     try {
@@ -344,6 +345,31 @@ describe("registry feed", () => {
     expect(relisted.workloads.map((w) => w.spec?.id)).toEqual(["w2"]);
     expect(registry.requests.at(-1)!.resumeFromVersion).toBe(resumed.version);
     close();
+  });
+});
+
+describe("replicas", () => {
+  it("agree on versions and content, each serving the agents connected to it", async () => {
+    const replica = await startService(routerDefinition, env);
+    try {
+      const a = await openWatch(ids.s1!);
+      const b = await openWatch(ids.s1!, {}, replica.server.grpcUrl);
+      const comparable = (signed: SignedSnapshot) => {
+        const snapshot = fromBinary(SnapshotSchema, signed.snapshot);
+        snapshot.generatedAt = undefined;
+        return snapshot;
+      };
+      expect(equals(SnapshotSchema, comparable(signedOf(a.first)), comparable(signedOf(b.first)))).toBe(true);
+      const [nextA, nextB] = [a.stream.next(), b.stream.next()];
+      registry.push(feed.workload("w-replicas", "c1", "rdp-worker"));
+      const [va, vb] = [comparable(signedOf(await nextA)), comparable(signedOf(await nextB))];
+      expect(va.version).toBe(registry.version);
+      expect(equals(SnapshotSchema, va, vb)).toBe(true);
+      a.close();
+      b.close();
+    } finally {
+      await replica.close();
+    }
   });
 });
 

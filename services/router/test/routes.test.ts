@@ -1,3 +1,4 @@
+import { MembershipState } from "@fabric/proto/fabric/registry/v1/inventory_pb.js";
 import type { Route, Snapshot } from "@fabric/proto/fabric/router/v1/router_pb.js";
 import { describe, expect, it } from "vitest";
 import { modelOf, engineOf, snapshotOf, stringsIn } from "./fixtures/feed.js";
@@ -115,5 +116,75 @@ describe("routes", () => {
     expect(o1.nextHopNodeId).toBe("x-both");
     expect(hops(o1)).not.toContain("x1");
     expect(byId(snapshotOf(live, "c1", "r-all")).has("egress/p-platform")).toBe(false);
+  });
+
+  it("follow a relay's organization scope in other holders' failovers", () => {
+    const f = orgFabric();
+    const live = engineOf(f.events);
+    const usesRelay = (org: string) =>
+      snapshotOf(live, "c1", "entry-all")
+        .routes.filter((r) => r.organizationId === org)
+        .some((r) => r.failoverNodeIds.includes("r-o1"));
+    expect(usesRelay("o1")).toBe(true);
+    expect(usesRelay("o2")).toBe(false);
+    live.apply(f.removeRole("r-o1", "c1", "relay-node", "o1"));
+    live.apply(f.role("r-o1", "c1", "relay-node", "o2"));
+    live.flush();
+    expect(usesRelay("o1")).toBe(false);
+    expect(usesRelay("o2")).toBe(true);
+  });
+
+  it("stay exactly what a full recompute gives as pools, scopes, placements and nodes change", () => {
+    const f = orgFabric();
+    const live = engineOf(f.events);
+    const keys = (m: ReturnType<typeof modelOf>) =>
+      [...m.clusters.values()].flatMap((c) => [...c.members.keys()].map((n) => [c.id, n] as const));
+    let seed = 11;
+    const random = () => (seed = (seed * 1_103_515_245 + 12_345) % 2 ** 31) / 2 ** 31;
+    const one = <T>(xs: readonly T[]) => xs[Math.floor(random() * xs.length)]!;
+    const exits = ["x1", "x2", "x3", "x-both"];
+    const orgs = ["", "o1", "o2"];
+    const steps: (() => void)[] = [
+      () =>
+        void f.node(one([...exits, "s1", "s2", "r-all", "r-o1"]), { online: random() > 0.3, load: random() }),
+      () => void f.node(one(["r-all", "r-o1", "entry-o2", "x1"]), { region: one(["eu-central", "us-east"]) }),
+      () => void f.role(one([...exits, "s1", "s2"]), "c1", one(["egress-node", "rdp-worker"]), one(orgs)),
+      () => void f.removeRole(one(exits), "c1", "egress-node", one(orgs)),
+      () => void f.role(one(["r-o1", "c1-n3", "c1-n4"]), "c1", "relay-node", one(orgs)),
+      () => {
+        f.removeRole("r-o1", "c1", "relay-node", one(orgs));
+        f.role("r-o1", "c1", "relay-node", one(orgs));
+      },
+      () => void f.pool("p-o1", "c1", one([["o1"], ["o1", "o2"], []]), [[one(exits)], [one(exits), 50]]),
+      () =>
+        void f.workload("w-o2", "c1", "rdp-worker", {
+          organizationId: one(orgs),
+          nodeIds: random() > 0.5 ? [] : ["s2"],
+        }),
+      () =>
+        void f.membership(
+          one([...exits, "s1", "r-all"]),
+          "c1",
+          one([MembershipState.ACTIVE, MembershipState.DISABLED]),
+        ),
+      () => void f.probe("c1", one(["r-all", "entry-o2", "entry-all"]), one(exits), 1 + random() * 100),
+    ];
+    for (let round = 0; round < 40; round++) {
+      const from = f.events.length;
+      for (let i = 0; i < 1 + Math.floor(random() * 3); i++) one(steps)();
+      for (const e of f.events.slice(from)) live.apply(e);
+      live.flush();
+      const fresh = engineOf(f.events);
+      for (const [cluster, node] of keys(modelOf(f.events))) {
+        const a = live.current(cluster, node)!;
+        const b = fresh.current(cluster, node)!;
+        expect(
+          Buffer.from(a.bytes.subarray(0, a.contentLength)).equals(
+            Buffer.from(b.bytes.subarray(0, b.contentLength)),
+          ),
+          `round ${round}: ${cluster}/${node}`,
+        ).toBe(true);
+      }
+    }
   });
 });

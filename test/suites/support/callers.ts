@@ -54,7 +54,12 @@ export async function everyCaller(fabric: Fabric): Promise<Caller[]> {
     identified("admin/platform-admin", fabric.admin),
     identified(
       "admin/cluster-admin",
-      await fabric.issue({ kind: "admin", id: "walk-cluster-admin", cluster: HOME.cluster, grant: "cluster-admin" }),
+      await fabric.issue({
+        kind: "admin",
+        id: "walk-cluster-admin",
+        cluster: HOME.cluster,
+        grant: "cluster-admin",
+      }),
     ),
     identified(
       "admin/org-admin",

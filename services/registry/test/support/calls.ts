@@ -22,7 +22,10 @@ export async function codeOf(call: Promise<unknown>): Promise<Code | "ok"> {
 }
 
 /** Polls until `check` returns a value (not undefined), or fails after the timeout. */
-export async function eventually<T>(check: () => Promise<T | undefined> | T | undefined, timeoutMs = 10_000): Promise<T> {
+export async function eventually<T>(
+  check: () => Promise<T | undefined> | T | undefined,
+  timeoutMs = 10_000,
+): Promise<T> {
   const deadline = Date.now() + timeoutMs;
   for (;;) {
     const value = await check();

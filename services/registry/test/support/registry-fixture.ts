@@ -14,7 +14,13 @@ import {
   type Pool,
   type TlsCredentials,
 } from "@fabric/platform";
-import { createTestDatabase, createTestPki, waitForReady, type TestDatabase, type TestPki } from "@fabric/platform/testing";
+import {
+  createTestDatabase,
+  createTestPki,
+  waitForReady,
+  type TestDatabase,
+  type TestPki,
+} from "@fabric/platform/testing";
 import { RegistryService } from "@fabric/proto/fabric/registry/v1/registry_pb.js";
 import { registryService } from "../../src/service.js";
 import { startStandInCa, type StandInCa } from "./stand-in-ca.js";

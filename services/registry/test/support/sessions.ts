@@ -41,7 +41,11 @@ export function openSession(client: Client<typeof RegistryService>): TestSession
     }
   })();
   const acked = () =>
-    responses.reduce((max, r) => (r.payload.case === "ack" && r.payload.value.ackedSeq > max ? r.payload.value.ackedSeq : max), 0n);
+    responses.reduce(
+      (max, r) =>
+        r.payload.case === "ack" && r.payload.value.ackedSeq > max ? r.payload.value.ackedSeq : max,
+      0n,
+    );
   return {
     responses,
     send(payload) {
@@ -65,4 +69,7 @@ export function openSession(client: Client<typeof RegistryService>): TestSession
 }
 
 export const heartbeat = (init: Record<string, unknown> = {}): Payload =>
-  ({ case: "heartbeat", value: { health: 1, cpuRatio: 0.2, memoryRatio: 0.3, agentVersion: "1.0.0", ...init } }) as Payload;
+  ({
+    case: "heartbeat",
+    value: { health: 1, cpuRatio: 0.2, memoryRatio: 0.3, agentVersion: "1.0.0", ...init },
+  }) as Payload;

@@ -66,14 +66,18 @@ export async function startStandInCa(pki: TestPki): Promise<StandInCa> {
             watchers.add(watcher);
             try {
               yield create(WatchRevocationsResponseSchema, {
-                event: { case: "list", value: { version: BigInt(entries.length), reset: true, entries: [...entries] } },
+                event: {
+                  case: "list",
+                  value: { version: BigInt(entries.length), reset: true, entries: [...entries] },
+                },
               });
               yield create(WatchRevocationsResponseSchema, {
                 event: { case: "synced", value: { version: BigInt(entries.length) } },
               });
               while (!ctx.signal.aborted) {
                 const next = queue.shift();
-                if (next) yield create(WatchRevocationsResponseSchema, { event: { case: "revoked", value: next } });
+                if (next)
+                  yield create(WatchRevocationsResponseSchema, { event: { case: "revoked", value: next } });
                 else {
                   await new Promise<void>((resolve) => {
                     wake = resolve;
