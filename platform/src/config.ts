@@ -15,6 +15,8 @@ export class ConfigError extends Error {
   }
 }
 
+const SECRET_KEY = /passphrase|password|secret|token|pin|key/i;
+
 export function envNameOf(key: string): string {
   return `FABRIC_${key.replace(/([a-z0-9])([A-Z])/g, "$1_$2").toUpperCase()}`;
 }
@@ -49,7 +51,8 @@ export function loadConfig<S extends z.ZodObject>(schema: S, options: LoadConfig
     for (const issue of result.error.issues) {
       const key = String(issue.path[0] ?? "");
       const name = sources[key] ?? envNameOf(key);
-      const shown = key in raw ? ` (got ${JSON.stringify(raw[key])})` : "";
+      // Secret settings are never echoed back, even when rejected.
+      const shown = key in raw && !SECRET_KEY.test(key) ? ` (got ${JSON.stringify(raw[key])})` : "";
       problems.push(`${name}: ${issue.message}${shown}`);
     }
   }

@@ -24,8 +24,9 @@ export function createPool(options: PoolOptions): Pool {
     connectionTimeoutMillis: 5_000,
     idleTimeoutMillis: 30_000,
   });
-  // An idle client losing its connection (Postgres restart) must not crash the process; the pool
-  // replaces it on the next checkout.
+  // A client losing its connection (Postgres restart) must not crash the process: idle ones are dropped
+  // by the pool; a checked-out one fails its next query, and its holder discards it (release(err)).
   pool.on("error", () => {});
+  pool.on("connect", (client) => client.on("error", () => {}));
   return pool;
 }

@@ -61,6 +61,8 @@ const PG_UNAVAILABLE = new Set([
   "08004",
 ]);
 const NODE_NET_ERRORS = new Set(["ECONNREFUSED", "ECONNRESET", "ETIMEDOUT", "EPIPE", "ENOTFOUND"]);
+// node-postgres reports a lost or unobtainable connection with these messages and no SQLSTATE.
+const PG_CONNECTION_LOST = /Connection terminated|timeout exceeded when trying to connect|not queryable/;
 
 /**
  * The one error mapper: any thrown value → ConnectError. Unknown errors become Internal with a generic
@@ -77,6 +79,9 @@ export function toConnectError(err: unknown): ConnectError {
         : "the database is unavailable; retry shortly",
       Code.Unavailable,
     );
+  }
+  if (err instanceof Error && PG_CONNECTION_LOST.test(err.message)) {
+    return new ConnectError("the database is unavailable; retry shortly", Code.Unavailable);
   }
   if (typeof code === "string" && NODE_NET_ERRORS.has(code)) {
     return new ConnectError("a dependency is unreachable; retry shortly", Code.Unavailable);

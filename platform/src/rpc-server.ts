@@ -111,6 +111,9 @@ export async function createRpcServer(options: RpcServerOptions): Promise<RpcSer
     grpcWeb: true,
     connect: true,
     shutdownSignal: shutdown.signal,
+    // Fabric's messages are small and mostly incompressible (keys, signatures): compression costs CPU
+    // on the hot paths (issuance, snapshots) for little gain.
+    acceptCompression: [],
     interceptors: [
       tracingInterceptor("server"),
       rpcMetricsInterceptor(metrics),

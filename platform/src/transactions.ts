@@ -31,8 +31,12 @@ export async function transaction<T>(pool: Pool, fn: (tx: Tx) => Promise<T>): Pr
     await appendAudit(client, events);
     await client.query("COMMIT");
   } catch (err) {
-    await client.query("ROLLBACK").catch(() => {});
-    client.release();
+    // A client whose ROLLBACK fails is broken (connection lost): destroy it rather than pool it.
+    const rolledBack = await client.query("ROLLBACK").then(
+      () => true,
+      () => false,
+    );
+    client.release(rolledBack ? undefined : true);
     throw err;
   }
   client.release();

@@ -62,3 +62,17 @@ describe("config loader", () => {
     expect(() => loadConfig(schema, { env: { FABRIC_CONFIG: file } })).toThrow(/fabric\.yaml: grpcPort/);
   });
 });
+
+describe("config loader and secrets", () => {
+  it("never echoes the value of a rejected secret setting", () => {
+    const secretSchema = z.object({ caPassphrase: z.string().min(12) });
+    let message = "";
+    try {
+      loadConfig(secretSchema, { env: { FABRIC_CA_PASSPHRASE: "hunter2" } });
+    } catch (err) {
+      message = (err as Error).message;
+    }
+    expect(message).toContain("FABRIC_CA_PASSPHRASE");
+    expect(message).not.toContain("hunter2");
+  });
+});

@@ -84,6 +84,8 @@ export interface Fabric {
   client<S extends DescService>(service: S, target: ServiceName, credentials?: TlsCredentials): Client<S>;
   /** What a service process printed so far (for failure messages). */
   output(name: ServiceName): string;
+  /** The process id of a running service (e.g. to read its CPU time in a bench). */
+  pid(name: ServiceName): number | undefined;
   /** SIGTERM and wait for exit. */
   stop(name: ServiceName): Promise<void>;
   /** SIGKILL and wait for exit. */
@@ -179,6 +181,7 @@ export async function startFabric(options: StartFabricOptions): Promise<Fabric> 
         });
       },
       output: (name) => latest.get(name)?.output() ?? "",
+      pid: (name) => children.get(name)?.process.pid,
       async stop(name) {
         await running(name).stop();
         children.delete(name);

@@ -1,5 +1,7 @@
 import { resolve } from "node:path";
 import type { Command } from "../command.js";
+import { CliError } from "../cli-error.js";
+import { EXIT } from "../exit-codes.js";
 import { DEFAULT_TRUST_DOMAIN, localPaths } from "../local-fabric.js";
 import { formatKeyValues } from "../output.js";
 import { textFlag } from "./flag-values.js";
@@ -89,7 +91,12 @@ export const caLocalCommands: CommandModule = () => {
             ["intermediate sha256", doc.intermediateFingerprintSha256],
             ["intermediate expires", doc.intermediateNotAfter],
             ["root certificate", doc.rootCertificate],
-            ["passphrase", ca.passphrase.source === "generated" ? `stored in ${doc.passphrase} (0600)` : `from ${doc.passphrase}`],
+            [
+              "passphrase",
+              ca.passphrase.source === "generated"
+                ? `stored in ${doc.passphrase} (0600)`
+                : `from ${doc.passphrase}`,
+            ],
             ...(refreshed.length ? [["refreshed", refreshed.join(", ")] as [string, string]] : []),
           ]) +
           "Compare the root fingerprint out of band wherever the root certificate is installed.\n",
@@ -103,25 +110,37 @@ export const caLocalCommands: CommandModule = () => {
     help:
       "Shows the local CA: trust domain, root and intermediate fingerprints and expiries, whether the root " +
       "key is still here (it may be moved offline: the running CA never reads it), and the path of the " +
-      "root certificate nodes enroll with (`fabric-agent enroll --ca-bundle`). With a database — " +
-      "DATABASE_URL, or the one a running `fabric up` uses — also the inventory's issued, revoked and " +
+      "root certificate nodes enroll with (`fabric-agent enroll --ca-bundle`). With a database — the one " +
+      "a running `fabric up` uses, else DATABASE_URL — also the inventory's issued, revoked and " +
       "active certificate counts.",
     flags: [DIR_FLAG],
     identity: "none",
     async run({ session, flags, io, output }) {
-      const [{ caStatus }, { runningUp }] = await Promise.all([
+      const [{ caExists, caStatus }, { runningUp }] = await Promise.all([
         import("@fabric/ca"),
         import("../up/up-state.js"),
       ]);
       const paths = localPaths(session.home);
       const dir = resolve(textFlag(flags, "dir") ?? paths.caDir);
-      const databaseUrl = io.env.DATABASE_URL ?? runningUp(paths)?.databaseUrl;
+      if (!caExists(dir)) {
+        throw new CliError(
+          EXIT.notFound,
+          `${dir} holds no Fabric CA`,
+          "create one with `fabric ca init` (or `fabric up`), or point --dir at the CA directory",
+        );
+      }
+      // The database of a `fabric up` running on this home is the most specific answer.
+      const databaseUrl = runningUp(paths)?.databaseUrl ?? io.env.DATABASE_URL;
       const s = await caStatus({ caDir: dir, ...(databaseUrl ? { databaseUrl } : {}) });
       const doc = {
         dir,
         trustDomain: s.trustDomain,
         rootCertificate: resolve(dir, "root.pem"),
-        root: { ...s.root, notBefore: s.root.notBefore.toISOString(), notAfter: s.root.notAfter.toISOString() },
+        root: {
+          ...s.root,
+          notBefore: s.root.notBefore.toISOString(),
+          notAfter: s.root.notAfter.toISOString(),
+        },
         intermediate: {
           ...s.intermediate,
           notBefore: s.intermediate.notBefore.toISOString(),

@@ -24,12 +24,10 @@ import { CliError, usageError } from "../cli-error.js";
 import type { ContextConfig } from "../config-file.js";
 import { EXIT } from "../exit-codes.js";
 import { formatKeyValues } from "../output.js";
-import type { Session } from "../session.js";
 import { clusterFlag, textFlag } from "./flag-values.js";
 import type { CommandModule } from "./module.js";
 
 const DEVELOPER_ID = /^[a-z0-9][a-z0-9-]{0,63}$/;
-const SERVICE_GROUPS = ["ca", "enrollment", "registry", "router"] as const;
 
 /** `fabric dev pin` (admins) and `fabric dev init` (developers): onboarding a developer with a PIN. */
 export const devCommands: CommandModule = () => {
@@ -116,7 +114,8 @@ export const devCommands: CommandModule = () => {
     server: "enrollment",
     async run({ session, flags, output, io }) {
       const developerId = textFlag(flags, "dev-id");
-      if (!developerId) throw usageError("--dev-id is required: the developer id your admin issued the PIN for");
+      if (!developerId)
+        throw usageError("--dev-id is required: the developer id your admin issued the PIN for");
       if (!DEVELOPER_ID.test(developerId)) {
         throw usageError("--dev-id must be 1-64 characters of [a-z0-9-], starting with a letter or digit");
       }
@@ -153,6 +152,14 @@ export const devCommands: CommandModule = () => {
         presented: presentedChains(),
         privateKeyPem: key.privateKeyPem,
       });
+      if (!pinnedRoot) {
+        // The PIN went to a server not yet verified: an impostor speaking the protocol could have made
+        // the MAC. Only the root's fingerprint, compared out of band, rules that out.
+        io.err(
+          `warning: no --ca-fingerprint given, so the server was checked against your PIN only; compare the ` +
+            `root fingerprint ${rootFingerprints(identity.caBundlePem).join(", ")} with your admin\n`,
+        );
+      }
       const trustDomain = res.settings!.trustDomain;
       const dir = join(session.home, "certs", developerId);
       saveIdentity(dir, identity);
@@ -264,16 +271,23 @@ function authenticate(
   if (inspectCertificate(identity.certificatePem).spiffeId !== expectedId) {
     throw refuse(`the certificate returned is not for ${expectedId}`);
   }
-  const certKey = new X509Certificate(identity.certificatePem).publicKey.export({ type: "spki", format: "der" });
+  const certKey = new X509Certificate(identity.certificatePem).publicKey.export({
+    type: "spki",
+    format: "der",
+  });
   const ourKey = createPublicKey(ctx.privateKeyPem).export({ type: "spki", format: "der" });
   if (!certKey.equals(ourKey)) throw refuse("the certificate returned does not carry the key made here");
   return identity;
 }
 
 /** The context a developer's CLI uses: the endpoints the server announced, the new identity. */
-function developerContext(res: BootstrapDeveloperResponse, server: string, developerId: string): ContextConfig {
+function developerContext(
+  res: BootstrapDeveloperResponse,
+  server: string,
+  developerId: string,
+): ContextConfig {
   const s = res.settings!;
-  const announced: Record<(typeof SERVICE_GROUPS)[number], string> = {
+  const announced: Record<string, string> = {
     ca: s.caEndpoint,
     enrollment: s.enrollmentEndpoint || server,
     registry: s.registryEndpoint,
@@ -319,7 +333,11 @@ function bootstrapFailure(err: unknown, server: string, developerId: string): un
       );
     case Code.Unavailable:
     case Code.DeadlineExceeded:
-      return new CliError(EXIT.unavailable, message, `is the enrollment service running at ${server}? Check the URL`);
+      return new CliError(
+        EXIT.unavailable,
+        message,
+        `is the enrollment service running at ${server}? Check the URL`,
+      );
     default:
       return new CliError(EXIT.failure, message, "the enrollment service failed; its log has the details");
   }

@@ -271,7 +271,7 @@ function requestFacts(r: JoinRequest): [string, string][] {
     ["memory", f?.memoryBytes ? `${(Number(f.memoryBytes) / 2 ** 30).toFixed(1)} GiB` : ""],
     ["agent version", f?.agentVersion ?? ""],
     ["region", f?.region ?? ""],
-    ["addresses", listText(f?.addresses ?? [])],
+    ["addresses", (f?.addresses ?? []).join(",")],
     ["capabilities", listText(r.capabilities)],
     ["requested roles", listText(r.requestedRoles)],
     ["allowed roles", listText(r.allowedRoles)],

@@ -114,8 +114,8 @@ export const nodeCommands: CommandModule = (contracts) => {
                 ["arch", facts?.arch ?? ""],
                 ["agent version", beat?.agentVersion || facts?.agentVersion || ""],
                 ["region", facts?.region ?? ""],
-                ["addresses", listText(facts?.addresses ?? [])],
-                ["capabilities", listText(n.capabilities)],
+                ["addresses", (facts?.addresses ?? []).join(",")],
+                ["capabilities", n.capabilities.join(",")],
                 ["last heartbeat", whenText(n.lastHeartbeatAt)],
                 ["snapshot version", beat?.snapshotVersion ? String(beat.snapshotVersion) : ""],
                 ["created", whenText(n.createdAt)],
@@ -140,7 +140,13 @@ export const nodeCommands: CommandModule = (contracts) => {
               ? "  (none)\n"
               : formatTable(
                   ["ID", "CLUSTER", "ROLE", "ORGANIZATION", "ASSIGNED"],
-                  assignments.map((a) => [a.id, a.clusterId, a.role, a.organizationId, whenText(a.assignedAt)]),
+                  assignments.map((a) => [
+                    a.id,
+                    a.clusterId,
+                    a.role,
+                    a.organizationId,
+                    whenText(a.assignedAt),
+                  ]),
                 )),
           "workloads:\n" +
             (statuses.length === 0

@@ -1,4 +1,10 @@
-import { toJson, type DescEnum, type DescMessage, type JsonValue, type MessageShape } from "@bufbuild/protobuf";
+import {
+  toJson,
+  type DescEnum,
+  type DescMessage,
+  type JsonValue,
+  type MessageShape,
+} from "@bufbuild/protobuf";
 import { timestampDate, type Timestamp } from "@bufbuild/protobuf/wkt";
 import { enumShortName } from "../rpc/enums.js";
 
@@ -21,7 +27,10 @@ export function enumText(desc: DescEnum, value: number): string {
 export function whenText(ts: Timestamp | undefined, now = Date.now()): string {
   if (!ts) return "";
   const date = timestampDate(ts);
-  return `${date.toISOString().replace("T", " ").replace(/\.\d+Z$/, "Z")} (${relative(date.getTime() - now)})`;
+  return `${date
+    .toISOString()
+    .replace("T", " ")
+    .replace(/\.\d+Z$/, "Z")} (${relative(date.getTime() - now)})`;
 }
 
 /** `in 5m`, `3h ago`, `in 2d`. */

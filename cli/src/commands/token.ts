@@ -1,5 +1,4 @@
 import { join } from "node:path";
-import { create } from "@bufbuild/protobuf";
 import { durationFromMs } from "@bufbuild/protobuf/wkt";
 import {
   CreateJoinTokenResponseSchema,
@@ -78,10 +77,7 @@ export const tokenCommands: CommandModule = () => {
       output.print(protoJson(CreateJoinTokenResponseSchema, res), () => {
         const t = res.joinToken!;
         return (
-          formatKeyValues([
-            ["token", res.token],
-            ...tokenFacts(t),
-          ]) +
+          formatKeyValues([["token", res.token], ...tokenFacts(t)]) +
           "\nThe token is shown only this once. On the node, enroll with:\n" +
           `  FABRIC_JOIN_TOKEN='<token>' fabric-agent enroll --server ${enrollmentUrl(session)} ` +
           `--ca-bundle ${caBundlePath(session)} --cluster ${t.clusterId}\n` +
@@ -160,7 +156,10 @@ export const tokenCommands: CommandModule = () => {
       }
       const res = await session.client(EnrollmentService, "enrollment").revokeJoinToken({ tokenId: id });
       const t = res.joinToken!;
-      output.print(protoJson(JoinTokenSchema, t), () => `revoked join token ${t.id}\n` + formatKeyValues(tokenFacts(t)));
+      output.print(
+        protoJson(JoinTokenSchema, t),
+        () => `revoked join token ${t.id}\n` + formatKeyValues(tokenFacts(t)),
+      );
     },
   };
 

@@ -40,6 +40,12 @@ function flagOf(key: string): string {
     .toLowerCase();
 }
 
+const VALUE_NAMES: Record<string, string> = {
+  upTrustDomain: "<td>",
+  upHost: "<address>",
+  upPortOffset: "<n>",
+};
+
 const FLAG_HELP: Record<string, string> = {
   upTrustDomain: `Trust domain of a new CA (default ${DEFAULT_TRUST_DOMAIN}); an existing CA keeps its own.`,
   upHost: "Address the services listen on (default 127.0.0.1).",
@@ -56,7 +62,7 @@ export const upCommands: CommandModule = () => {
     return {
       name: flagOf(key),
       type: "string",
-      valueName: key.endsWith("Port") || key === "upPortOffset" ? "<port>" : "<value>",
+      valueName: VALUE_NAMES[key] ?? "<port>",
       help: `${help} Environment: ${envNameOf(key)}.`,
     };
   });
@@ -125,7 +131,10 @@ function readUpSettings(values: FlagValues, env: NodeJS.ProcessEnv): z.infer<typ
     if (typeof value !== "string") continue;
     const parsed = UP_SETTINGS.shape[key].safeParse(value);
     if (parsed.success) merged[key] = parsed.data;
-    else problems.push(`--${flagOf(key)}: ${parsed.error.issues[0]?.message ?? "invalid value"} (got "${value}")`);
+    else
+      problems.push(
+        `--${flagOf(key)}: ${parsed.error.issues[0]?.message ?? "invalid value"} (got "${value}")`,
+      );
   }
   if (problems.length > 0) throw usageError(problems.join("; "));
   return merged as z.infer<typeof UP_SETTINGS>;

@@ -35,7 +35,12 @@ export const workloadCommands: CommandModule = () => {
       "a container image (pro digest-pinned). The spec is distributed in clear inside signed snapshots: " +
       "never put secrets in it.",
     flags: [
-      { name: "role", type: "string", valueName: "<role>", help: "Role a node must hold to run it. Required." },
+      {
+        name: "role",
+        type: "string",
+        valueName: "<role>",
+        help: "Role a node must hold to run it. Required.",
+      },
       clusterFlag(`Cluster of the workload (default: ${DEFAULT_CLUSTER_ID}).`),
       {
         name: "runtime",

@@ -5,7 +5,10 @@ import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
 
 /** tsx's ESM loader, by absolute path: children start from any working directory. */
-const TSX_LOADER = join(dirname(createRequire(import.meta.url).resolve("tsx/package.json")), "dist/loader.mjs");
+const TSX_LOADER = join(
+  dirname(createRequire(import.meta.url).resolve("tsx/package.json")),
+  "dist/loader.mjs",
+);
 
 /** The process entry of a service package: main.ts next to the index its package exports. */
 export function serviceMain(name: string): string {

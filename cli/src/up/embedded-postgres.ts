@@ -77,7 +77,10 @@ export async function startEmbeddedPostgres(
         logTail(keeper.logFile),
     );
   const message = await new Promise<KeeperMessage>((resolve, reject) => {
-    const timer = setTimeout(() => reject(failed(`no answer within ${START_TIMEOUT_MS / 1000} s`)), START_TIMEOUT_MS);
+    const timer = setTimeout(
+      () => reject(failed(`no answer within ${START_TIMEOUT_MS / 1000} s`)),
+      START_TIMEOUT_MS,
+    );
     keeper.child.once("message", (m) => {
       clearTimeout(timer);
       resolve(m as KeeperMessage);

@@ -1,5 +1,5 @@
 import { randomBytes } from "node:crypto";
-import { existsSync, readFileSync } from "node:fs";
+import { existsSync, mkdirSync, readFileSync } from "node:fs";
 import { join } from "node:path";
 import {
   MIN_PASSPHRASE_LENGTH,
@@ -45,7 +45,8 @@ export function caPassphrase(paths: LocalPaths, env: NodeJS.ProcessEnv, mayGener
       source: "FABRIC_CA_PASSPHRASE",
     };
   }
-  const file = env.FABRIC_CA_PASSPHRASE_FILE || (existsSync(paths.passphraseFile) ? paths.passphraseFile : "");
+  const file =
+    env.FABRIC_CA_PASSPHRASE_FILE || (existsSync(paths.passphraseFile) ? paths.passphraseFile : "");
   if (file) {
     let value: string;
     try {
@@ -66,6 +67,7 @@ export function caPassphrase(paths: LocalPaths, env: NodeJS.ProcessEnv, mayGener
     );
   }
   const value = randomBytes(24).toString("base64url");
+  mkdirSync(paths.home, { recursive: true, mode: 0o700 });
   writeFileAtomic(paths.passphraseFile, `${value}\n`, 0o600);
   return { value, setting: { key: "caPassphraseFile", value: paths.passphraseFile }, source: "generated" };
 }
@@ -184,7 +186,10 @@ function usable(dir: string, rootPem: string): boolean {
   if (!identityExists(dir)) return false;
   try {
     const id = loadIdentity(dir);
-    return renewalDelayMs(id.certificatePem, Date.now(), () => 0) > 0 && verifyChain(id.certificatePem, id.chainPem, rootPem);
+    return (
+      renewalDelayMs(id.certificatePem, Date.now(), () => 0) > 0 &&
+      verifyChain(id.certificatePem, id.chainPem, rootPem)
+    );
   } catch {
     return false;
   }

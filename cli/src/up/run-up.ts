@@ -144,7 +144,10 @@ export async function runUp(options: UpOptions, io: Io, output: Output): Promise
     if (databaseUrl) {
       say("using the database in DATABASE_URL");
     } else {
-      const progress = startProgress(io, `starting the embedded Postgres on 127.0.0.1:${options.postgresPort}`);
+      const progress = startProgress(
+        io,
+        `starting the embedded Postgres on 127.0.0.1:${options.postgresPort}`,
+      );
       try {
         database = await startEmbeddedPostgres(paths, options.postgresPort, baseEnv);
       } catch (err) {
@@ -233,7 +236,9 @@ export async function runUp(options: UpOptions, io: Io, output: Output): Promise
     );
     const ended = await Promise.race([
       died,
-      new Promise<undefined>((resolve) => interrupted.signal.addEventListener("abort", () => resolve(undefined))),
+      new Promise<undefined>((resolve) =>
+        interrupted.signal.addEventListener("abort", () => resolve(undefined)),
+      ),
     ]);
     if (ended) {
       throw new CliError(

@@ -6,12 +6,15 @@ import { fromPem, normalizePem, splitCertificates } from "./pem.js";
 import { buildSpiffeId, parseSpiffeId, type SpiffeIdentity } from "./spiffe.js";
 import { x509 } from "./x509.js";
 
-/** 128 random bits, as lowercase hex with the top bit cleared so the DER INTEGER stays positive. */
+/**
+ * 128 random bits as 32 lowercase hex digits: redrawn until the top bit is clear (a positive DER INTEGER
+ * with no padding byte) and the first digit is not 0 (so the hex form has no leading zero to strip).
+ */
 export function randomSerialHex(): string {
-  const bytes = randomBytes(16);
-  bytes[0] = bytes[0]! & 0x7f;
-  if (bytes[0] === 0) bytes[0] = 0x01; // keep 16 significant bytes
-  return bytes.toString("hex");
+  for (;;) {
+    const hex = randomBytes(16).toString("hex");
+    if (hex[0]! >= "1" && hex[0]! <= "7") return hex;
+  }
 }
 
 export function fingerprintSha256(der: Uint8Array): string {

@@ -102,12 +102,17 @@ export async function readRevocations(
       [after.toString()],
     );
     await client.query("COMMIT");
-    return { head: BigInt(head.rows[0]!.version), events: rows.map(fromRow) };
-  } catch (err) {
-    await client.query("ROLLBACK").catch(() => {});
-    throw err;
-  } finally {
+    const result = { head: BigInt(head.rows[0]!.version), events: rows.map(fromRow) };
     client.release();
+    return result;
+  } catch (err) {
+    // A failed ROLLBACK means a broken connection: destroy the client rather than pool it.
+    const rolledBack = await client.query("ROLLBACK").then(
+      () => true,
+      () => false,
+    );
+    client.release(rolledBack ? undefined : true);
+    throw err;
   }
 }
 

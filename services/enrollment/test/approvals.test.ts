@@ -198,13 +198,14 @@ describe("review", () => {
     expect((await c3Admin.getJoinRequest({ joinRequestId: inC3.id })).joinRequest!.requestedRoles).toEqual([
       "relay-node",
     ]);
+    // Thunks, so each call starts only when awaited (a refusal never goes unhandled).
     for (const call of [
-      c3Admin.getJoinRequest({ joinRequestId: inC4.id }),
-      c3Admin.approveJoinRequest({ joinRequestId: inC4.id }),
-      c3Admin.rejectJoinRequest({ joinRequestId: inC4.id, reason: "no" }),
-      c3Admin.listJoinRequests({ clusterId: "c4" }),
+      () => c3Admin.getJoinRequest({ joinRequestId: inC4.id }),
+      () => c3Admin.approveJoinRequest({ joinRequestId: inC4.id }),
+      () => c3Admin.rejectJoinRequest({ joinRequestId: inC4.id, reason: "no" }),
+      () => c3Admin.listJoinRequests({ clusterId: "c4" }),
     ]) {
-      expect((await refusal(call)).code).toBe(Code.PermissionDenied);
+      expect((await refusal(call())).code).toBe(Code.PermissionDenied);
     }
     expect(
       (await t.client(t.platformAdmin).getJoinRequest({ joinRequestId: inC4.id })).joinRequest!.clusterId,

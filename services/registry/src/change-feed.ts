@@ -33,7 +33,7 @@ export interface ChangeFeedOptions {
   logger: Logger;
   /** Safety-net poll interval, in case a notification is lost. */
   pollMs: number;
-  /** Recent changes kept in memory so resuming watchers rarely need the database. */
+  /** Recent changes kept in memory (up to twice as many) so resuming watchers rarely need the database. */
   memoryChanges: number;
   /** Queued changes after which a watcher that does not keep up is cut (it resumes from its version). */
   maxWatcherBacklog: number;
@@ -248,7 +248,12 @@ export class ChangeFeed {
   private apply(change: FeedChange): void {
     this.options.model.apply(change);
     this.ring.push(change);
-    if (this.ring.length > this.options.memoryChanges) this.ringFloor = this.ring.shift()!.version;
+    // Trimmed in halves, not one by one (shift is linear in the ring's length).
+    if (this.ring.length > 2 * this.options.memoryChanges) {
+      const drop = this.ring.length - this.options.memoryChanges;
+      this.ringFloor = this.ring[drop - 1]!.version;
+      this.ring = this.ring.slice(drop);
+    }
     for (const w of this.watchers) {
       if (w.size >= this.options.maxWatcherBacklog) {
         w.fail(

@@ -4,13 +4,16 @@
  * iteration after the queued items; fail() ends it with an error once the queued items are read.
  */
 export class AsyncQueue<T> implements AsyncIterable<T> {
-  private readonly items: T[] = [];
+  // Consumed from `head`; the array is compacted now and then, so taking an item stays O(1) however far
+  // the consumer falls behind (Array.prototype.shift is linear in the queue length).
+  private items: T[] = [];
+  private head = 0;
   private wake: (() => void) | undefined;
   private ended = false;
   private error: unknown;
 
   get size(): number {
-    return this.items.length;
+    return this.items.length - this.head;
   }
 
   get closed(): boolean {
@@ -42,8 +45,14 @@ export class AsyncQueue<T> implements AsyncIterable<T> {
 
   async *[Symbol.asyncIterator](): AsyncGenerator<T> {
     for (;;) {
-      if (this.items.length > 0) {
-        yield this.items.shift()!;
+      if (this.head < this.items.length) {
+        const item = this.items[this.head]!;
+        this.head += 1;
+        if (this.head >= 1024 && this.head * 2 >= this.items.length) {
+          this.items = this.items.slice(this.head);
+          this.head = 0;
+        }
+        yield item;
         continue;
       }
       if (this.ended) {

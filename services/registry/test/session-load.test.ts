@@ -52,20 +52,24 @@ afterAll(async () => {
   await fabric?.close();
 });
 
-/** The i-th report of node `node`: one heartbeat in five, the rest workload status and probes. */
+/**
+ * The i-th report of node `node`: one heartbeat in five, the rest workload status and probes, with the
+ * load figures moving and the rest steady, as a healthy fleet reports (state changes reach the feed at
+ * once; the session tests cover that).
+ */
 function report(node: number, i: number) {
   if (i % 5 === 0) return heartbeat({ cpuRatio: (i % 100) / 100, connectionCount: i });
   if (i % 5 < 3) {
     return {
       case: "workloadStatus" as const,
-      value: { workloadId: `w-${i % 5}`, generation: 1n, state: WorkloadState.RUNNING, restarts: i % 3 },
+      value: { workloadId: `w-${i % 5}`, generation: 1n, state: WorkloadState.RUNNING, restarts: 0 },
     };
   }
   return {
     case: "probe" as const,
     value: {
       peerNodeId: `n-${(node + 1 + (i % 7)) % NODES}`,
-      latency: durationFromMs(5 + (i % 10)),
+      latency: durationFromMs(10 + (i % 3) / 10),
       lossRatio: 0,
       samples: 5,
     },

@@ -21,6 +21,10 @@ export interface StormHost {
   unansweredJoins: number;
   /** Failures seen on the way, by code, e.g. { Unavailable: 3 }. */
   failures: Record<string, number>;
+  /** The last failure, for the message when the host gives up. */
+  lastFailure?: string;
+  /** When the host got its identity (epoch ms). */
+  enrolledAt?: number;
   identity?: {
     nodeId: string;
     joinRequestId: string;
@@ -62,6 +66,7 @@ const RETRYABLE = new Set([
 function retryable(host: StormHost, err: unknown): ConnectError {
   const error = ConnectError.from(err);
   host.failures[Code[error.code]] = (host.failures[Code[error.code]] ?? 0) + 1;
+  host.lastFailure = `${Code[error.code]}: ${error.rawMessage}`;
   if (!RETRYABLE.has(error.code)) throw error;
   return error;
 }
@@ -83,7 +88,9 @@ export async function enrollHost(
   let joined: { id: string; challenge: Uint8Array } | undefined;
   for (let attempt = 0; !joined; attempt++) {
     if (Date.now() > deadline)
-      throw new Error(`host ${host.index}: Join did not succeed before the deadline`);
+      throw new Error(
+        `host ${host.index}: Join did not succeed before the deadline (last: ${host.lastFailure})`,
+      );
     try {
       const res = await client.join(
         {
@@ -106,7 +113,8 @@ export async function enrollHost(
   }
   const signature = signWaitForApproval(host.privateKeyPem, joined.id, joined.challenge);
   for (let attempt = 0; !host.identity; attempt++) {
-    if (Date.now() > deadline) throw new Error(`host ${host.index}: not approved before the deadline`);
+    if (Date.now() > deadline)
+      throw new Error(`host ${host.index}: not approved before the deadline (last: ${host.lastFailure})`);
     try {
       for await (const res of client.waitForApproval(
         { joinRequestId: joined.id, signature },
@@ -121,6 +129,7 @@ export async function enrollHost(
             caBundlePem: res.caBundlePem,
             ...(res.notAfter ? { notAfter: timestampDate(res.notAfter) } : {}),
           };
+          host.enrolledAt = Date.now();
         } else if (res.state !== JoinRequestState.PENDING) {
           throw new Error(
             `host ${host.index}: join request ${joined.id} ended ${JoinRequestState[res.state]}`,

@@ -30,9 +30,14 @@ export function openSession(client: Client<typeof RegistryService>): TestSession
   const requests = new AsyncQueue<MessageInitShape<typeof SessionRequestSchema>>();
   const responses: SessionResponse[] = [];
   let seq = 0n;
+  let highest = 0n;
   const ended = (async () => {
     try {
-      for await (const res of client.session(requests, { timeoutMs: 0 })) responses.push(res);
+      for await (const res of client.session(requests, { timeoutMs: 0 })) {
+        responses.push(res);
+        if (res.payload.case === "ack" && res.payload.value.ackedSeq > highest)
+          highest = res.payload.value.ackedSeq;
+      }
       return undefined;
     } catch (err) {
       return ConnectError.from(err);
@@ -40,12 +45,7 @@ export function openSession(client: Client<typeof RegistryService>): TestSession
       requests.end();
     }
   })();
-  const acked = () =>
-    responses.reduce(
-      (max, r) =>
-        r.payload.case === "ack" && r.payload.value.ackedSeq > max ? r.payload.value.ackedSeq : max,
-      0n,
-    );
+  const acked = () => highest;
   return {
     responses,
     send(payload) {
