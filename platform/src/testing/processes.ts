@@ -36,7 +36,10 @@ export async function spawnTs(
   entry: string,
   options: { env?: Record<string, string>; args?: string[]; readyUrl?: string; timeoutMs?: number } = {},
 ): Promise<ChildService> {
-  const child = spawn(process.execPath, ["--import", TSX, entry, ...(options.args ?? [])], {
+  // FABRIC_CHILD_NODE_ARGS adds node flags to every spawned child, e.g. "--cpu-prof --cpu-prof-dir=/tmp/p"
+  // to profile services under a test or bench (NODE_OPTIONS refuses --cpu-prof).
+  const nodeArgs = process.env.FABRIC_CHILD_NODE_ARGS?.split(" ").filter(Boolean) ?? [];
+  const child = spawn(process.execPath, [...nodeArgs, "--import", TSX, entry, ...(options.args ?? [])], {
     env: { ...process.env, ...options.env },
     stdio: ["ignore", "pipe", "pipe"],
   });
