@@ -28,6 +28,16 @@ export interface VerifiedCsr {
  * Throws CsrError with a message fit for an InvalidArgument reply.
  */
 export async function verifyCsr(csrPem: string): Promise<VerifiedCsr> {
+  try {
+    return await parseAndVerify(csrPem);
+  } catch (err) {
+    // Whatever a hostile CSR makes the ASN.1 layer throw, the caller sees one precise refusal.
+    if (err instanceof CsrError) throw err;
+    throw new CsrError("csr_pem cannot be parsed as a PKCS#10 certificate request");
+  }
+}
+
+async function parseAndVerify(csrPem: string): Promise<VerifiedCsr> {
   let csr: x509.Pkcs10CertificateRequest;
   try {
     csr = new x509.Pkcs10CertificateRequest(csrPem);

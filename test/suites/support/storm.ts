@@ -5,7 +5,8 @@ import { createHash, createPublicKey } from "node:crypto";
 import { timestampDate } from "@bufbuild/protobuf/wkt";
 import { Code, ConnectError, type Client } from "@connectrpc/connect";
 import { buildCsr, generateP256KeyPair } from "@fabric/platform";
-import { EnrollmentService, JoinRequestState } from "@fabric/proto/fabric/enrollment/v1/enrollment_pb.js";
+import type { EnrollmentService } from "@fabric/proto/fabric/enrollment/v1/enrollment_pb.js";
+import { JoinRequestState } from "@fabric/proto/fabric/enrollment/v1/enrollment_pb.js";
 import { signWaitForApproval } from "../../../services/enrollment/src/protocol.js";
 
 export interface StormHost {
