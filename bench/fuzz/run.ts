@@ -5,13 +5,12 @@
 //
 //   npm run bench:fuzz -w @fabric/bench     BENCH_QUICK=1: 3 s each
 //   knobs: BENCH_FUZZ_SECONDS, FABRIC_FUZZ_SEED (replay)
-import { join } from "node:path";
-import { spawnTs } from "@fabric/platform/testing";
 import { GetTrustBundleRequestSchema } from "@fabric/proto/fabric/ca/v1/ca_pb.js";
 import { create, toBinary } from "@bufbuild/protobuf";
 import type { Fabric } from "../../test/harness/fabric.js";
 import { fuzzGrpc } from "../../test/suites/support/grpc-fuzz.js";
 import type { ParserTarget } from "../../test/suites/support/parser-fuzz.js";
+import { runParserFuzz } from "../../test/suites/support/parser-fuzz-run.js";
 import { fuzzSeed } from "../../test/suites/support/prng.js";
 import { RawGrpcClient } from "../../test/suites/support/raw-grpc.js";
 import { closedLoop } from "../lib/closed-loop.js";
@@ -20,7 +19,6 @@ import { count, line, quick } from "../lib/stats.js";
 
 const SECONDS = Number(process.env.BENCH_FUZZ_SECONDS ?? (quick ? 3 : 60));
 const IN_FLIGHT = 8;
-const PARSER_FUZZ = join(import.meta.dirname, "../../test/suites/support/parser-fuzz.ts");
 
 /** Well-formed GetTrustBundle calls per second through the raw client, as a platform-admin. */
 async function wellFormedRate(fabric: Fabric): Promise<number> {
@@ -63,17 +61,8 @@ export async function fuzz(fabric: Fabric): Promise<void> {
   );
 
   for (const target of ["ca-csr", "platform-csr", "join-token"] as ParserTarget[]) {
-    const child = await spawnTs(PARSER_FUZZ, { args: [target, String(SECONDS), String(seed)] });
-    const code = await child.exited;
-    const result = JSON.parse(child.output().trim().split("\n").at(-1) ?? "{}") as {
-      inputs?: number;
-      seconds?: number;
-      seedsPerSecond?: number;
-      unexpected?: string;
-      hang?: number;
-      input?: string;
-    };
-    if (code !== 0) {
+    const result = await runParserFuzz(target, SECONDS, seed);
+    if (result.code !== 0) {
       console.log(
         `  BROKEN ${target}: ${result.unexpected ?? `hung for ${result.hang} ms`}; input (base64) ${result.input?.slice(0, 200)}`,
       );

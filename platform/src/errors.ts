@@ -8,6 +8,7 @@ export type FabricErrorKind =
   | "unauthenticated" // no, bad, expired or revoked client certificate
   | "permission-denied" // wrong principal kind, role or organization
   | "failed-precondition" // used token, expired identity, wrong state
+  | "aborted" // lost a race with a concurrent request for the same thing; retry
   | "invalid-argument" // malformed input
   | "not-found"
   | "already-exists"
@@ -20,6 +21,7 @@ const CODES: Record<FabricErrorKind, Code> = {
   unauthenticated: Code.Unauthenticated,
   "permission-denied": Code.PermissionDenied,
   "failed-precondition": Code.FailedPrecondition,
+  aborted: Code.Aborted,
   "invalid-argument": Code.InvalidArgument,
   "not-found": Code.NotFound,
   "already-exists": Code.AlreadyExists,
@@ -42,6 +44,7 @@ export class FabricError extends Error {
 export const unauthenticated = (message: string) => new FabricError("unauthenticated", message);
 export const permissionDenied = (message: string) => new FabricError("permission-denied", message);
 export const failedPrecondition = (message: string) => new FabricError("failed-precondition", message);
+export const aborted = (message: string) => new FabricError("aborted", message);
 export const invalidArgument = (message: string) => new FabricError("invalid-argument", message);
 export const notFound = (message: string) => new FabricError("not-found", message);
 export const alreadyExists = (message: string) => new FabricError("already-exists", message);
@@ -78,6 +81,15 @@ export function toConnectError(err: unknown): ConnectError {
         ? "the database is read-only (a replica?): this service cannot take changes now; retry against the primary"
         : "the database is unavailable; retry shortly",
       Code.Unavailable,
+    );
+  }
+  // Class 22 (data exception): a value the caller sent that Postgres cannot store, such as a NUL character
+  // in text or an out-of-range number. Validation should catch these first; this keeps any it misses a
+  // refusal rather than a fault.
+  if (typeof code === "string" && code.startsWith("22")) {
+    return new ConnectError(
+      "the request holds a value that cannot be stored (a NUL character, invalid text or an out-of-range number); fix the input",
+      Code.InvalidArgument,
     );
   }
   if (err instanceof Error && PG_CONNECTION_LOST.test(err.message)) {

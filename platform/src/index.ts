@@ -9,6 +9,7 @@ export * from "./metrics.js";
 export * from "./migrations.js";
 export * from "./principal.js";
 export * from "./revocation.js";
+export * from "./timestamps.js";
 export * from "./rpc-client.js";
 export * from "./rpc-server.js";
 export * from "./tls-credentials.js";

@@ -2,6 +2,7 @@ import type { Interceptor } from "@connectrpc/connect";
 import { isClientError, toConnectError } from "./errors.js";
 import type { Logger } from "./logger.js";
 import { kPeer } from "./principal.js";
+import { undecodableRequest } from "./request-decoding.js";
 
 /**
  * Maps whatever a handler throws through the one error mapper, and logs it: caller mistakes at debug,
@@ -11,7 +12,8 @@ export function errorInterceptor(logger: Logger): Interceptor {
   return (next) => async (req) => {
     const method = `${req.service.typeName}/${req.method.name}`;
     const report = (err: unknown) => {
-      const mapped = toConnectError(err);
+      // A streamed request message is decoded as the handler reads it, inside this interceptor.
+      const mapped = (req.stream && undecodableRequest(err)) || toConnectError(err);
       const peer = req.contextValues.get(kPeer);
       const principal =
         peer.state === "verified" ? `${peer.principal.kind}/${peer.principal.id}` : peer.state;

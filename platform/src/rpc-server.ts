@@ -16,6 +16,7 @@ import type { Logger } from "./logger.js";
 import { createMetricsRegistry, rpcMetricsInterceptor } from "./metrics.js";
 import { createPlainHttpServer, type PlainRoute } from "./plain-http.js";
 import { kPeer, peerIdentityOf } from "./principal.js";
+import { READ_MAX_BYTES, refuseUndecodable } from "./request-decoding.js";
 import { REFLECTION_POLICIES, registerReflectionService } from "./reflection.js";
 import { kRemoteAddress, remoteAddressOf } from "./remote-address.js";
 import { RevocationSet } from "./revocation.js";
@@ -103,6 +104,7 @@ export async function createRpcServer(options: RpcServerOptions): Promise<RpcSer
       router,
       options.services.map((s) => s.service),
     );
+    router.handlers.splice(0, router.handlers.length, ...router.handlers.map(refuseUndecodable));
   };
 
   const handler = connectNodeAdapter({
@@ -114,6 +116,7 @@ export async function createRpcServer(options: RpcServerOptions): Promise<RpcSer
     // Fabric's messages are small and mostly incompressible (keys, signatures): compression costs CPU
     // on the hot paths (issuance, snapshots) for little gain.
     acceptCompression: [],
+    readMaxBytes: READ_MAX_BYTES,
     interceptors: [
       tracingInterceptor("server"),
       rpcMetricsInterceptor(metrics),

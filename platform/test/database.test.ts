@@ -1,5 +1,7 @@
 import { fileURLToPath } from "node:url";
+import { Code } from "@connectrpc/connect";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { toConnectError } from "../src/errors.js";
 import { listAudit, verifyAuditChain } from "../src/audit.js";
 import { createPool, type Pool } from "../src/database.js";
 import { migrate } from "../src/migrations.js";
@@ -110,5 +112,29 @@ describe("transactions and the audit chain", () => {
     const result = await verifyAuditChain(pool);
     expect(result).toMatchObject({ ok: false, brokenSeq: 7n, checked: 6 });
     expect(result.reason).toMatch(/does not match its hash/);
+  });
+});
+
+describe("errors from the store", () => {
+  it("maps a value Postgres cannot store (SQLSTATE class 22) to InvalidArgument, saying what to fix", async () => {
+    const pool = createPool({ url: db.url, schema: "public" });
+    try {
+      const failures = await Promise.all(
+        ["SELECT $1::text", "SELECT $1::int"].map((sql, i) =>
+          pool.query(sql, [i === 0 ? "a\u0000b" : "99999999999"]).then(
+            () => undefined,
+            (err: unknown) => err,
+          ),
+        ),
+      );
+      for (const err of failures) {
+        expect((err as { code: string }).code).toMatch(/^22/);
+        const mapped = toConnectError(err);
+        expect(mapped.code).toBe(Code.InvalidArgument);
+        expect(mapped.rawMessage).toMatch(/fix the input/);
+      }
+    } finally {
+      await pool.end();
+    }
   });
 });

@@ -1,3 +1,4 @@
+import http2 from "node:http2";
 import { Code, ConnectError, createClient } from "@connectrpc/connect";
 import { createGrpcTransport } from "@connectrpc/connect-node";
 import { CaService } from "@fabric/proto/fabric/ca/v1/ca_pb.js";
@@ -194,6 +195,70 @@ describe("health, reflection and the plain port", () => {
     ]) {
       expect((await createClient(CaService, transport).getTrustBundle({})).trustDomain).toBe("n-1");
     }
+  });
+});
+
+describe("request messages that do not decode", () => {
+  // A varint field whose varint never ends: no protobuf decoder accepts it.
+  const GARBAGE = Buffer.from("08ffffffffffffffffffffbb", "hex");
+  const enveloped = (message: Buffer) => Buffer.concat([Buffer.from([0, 0, 0, 0, message.length]), message]);
+
+  /** POSTs raw bytes over HTTP/2 as the node and collects the status, headers, trailers and body. */
+  function post(path: string, contentType: string, body: Buffer) {
+    const node = ids.node!;
+    const session = http2.connect(server.grpcUrl, {
+      key: node.privateKeyPem,
+      cert: node.certificatePem + node.chainPem.join(""),
+      ca: node.caBundlePem,
+      checkServerIdentity: () => undefined,
+    });
+    return new Promise<{ status: number; grpcStatus: string | undefined; body: string }>(
+      (resolve, reject) => {
+        const req = session.request({
+          ":method": "POST",
+          ":path": path,
+          "content-type": contentType,
+          te: "trailers",
+        });
+        let status = 0;
+        let grpcStatus: string | undefined;
+        const chunks: Buffer[] = [];
+        req.on("response", (headers) => {
+          status = Number(headers[":status"]);
+          grpcStatus = headers["grpc-status"] as string | undefined; // trailers-only replies
+        });
+        req.on("trailers", (trailers) => (grpcStatus = trailers["grpc-status"] as string | undefined));
+        req.on("data", (chunk: Buffer) => chunks.push(chunk));
+        req.on("end", () => {
+          session.close();
+          resolve({ status, grpcStatus, body: Buffer.concat(chunks).toString() });
+        });
+        req.on("error", reject);
+        req.end(body);
+      },
+    );
+  }
+
+  it("answers InvalidArgument over gRPC, unary and server-streaming", async () => {
+    for (const method of ["GetTrustBundle", "WatchRevocations"]) {
+      const answer = await post(`/fabric.ca.v1.CaService/${method}`, "application/grpc", enveloped(GARBAGE));
+      expect([method, answer.grpcStatus]).toEqual([method, String(Code.InvalidArgument)]);
+    }
+  });
+
+  it("answers invalid_argument over Connect, and still serves a message that decodes", async () => {
+    const bad = await post("/fabric.ca.v1.CaService/GetTrustBundle", "application/proto", GARBAGE);
+    expect(bad.status).toBe(400);
+    expect(JSON.parse(bad.body)).toMatchObject({
+      code: "invalid_argument",
+      message: expect.stringMatching(/not valid protobuf/),
+    });
+    const good = await post(
+      "/fabric.ca.v1.CaService/GetTrustBundle",
+      "application/grpc",
+      enveloped(Buffer.alloc(0)),
+    );
+    expect([good.status, good.grpcStatus]).toEqual([200, "0"]);
   });
 });
 

@@ -22,9 +22,9 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { signWaitForApproval } from "../../services/enrollment/src/protocol.js";
 import { startFabric, type Fabric } from "../harness/fabric.js";
 import { clientAs } from "./support/callers.js";
-import { makeCsr, withBrokenSignature, type KeyType } from "./support/csrs.js";
+import { DEGENERATE_EC_KEY_CSR, makeCsr, withBrokenSignature, type KeyType } from "./support/csrs.js";
 import { forgeIdentity } from "./support/forged.js";
-import { codeOf, drain, refusalOf, type Outcome } from "./support/rpc.js";
+import { codeOf, describeOutcome, drain, refusalOf, type Outcome } from "./support/rpc.js";
 import { handshakeRefusal } from "./support/tls.js";
 import { auditHead, auditSince, stateFingerprint, type AuditRow } from "./support/state.js";
 
@@ -639,6 +639,46 @@ describe("reads across organizations, clusters and nodes", () => {
     expect(await codeOf(cluster.listNodes({ clusterId: "c1" }))).toBe("ok");
     expect(await codeOf(enrollmentAs(clusterAdmin).listJoinTokens({ clusterId: "c1" }))).toBe("ok");
     expect(await codeOf(caAs(clusterAdmin).listCertificates({ clusterId: "c1" }))).toBe("ok");
+  });
+});
+
+// Last in this file: until this is fixed, the CSR takes the enrollment process down with it.
+describe("a CSR crafted to crash key inspection", () => {
+  it("is refused as InvalidArgument wherever a CSR is taken, and every service stays up", async () => {
+    const csrPem = DEGENERATE_EC_KEY_CSR;
+    const { pin } = await admin.issueDeveloperPin({ developerId: "dev-crash", organizationId: "o1" });
+    const node = await fabric.issue({ kind: "node", id: "n-crash", cluster: "c1", grant: "relay-node" });
+    const joinToken = await token();
+    const outcomes: [string, Outcome][] = [
+      ["Join", await codeOf(anonymous.join({ token: joinToken.token, csrPem, facts }))],
+      [
+        "BootstrapDeveloper",
+        await codeOf(anonymous.bootstrapDeveloper({ developerId: "dev-crash", pin, csrPem })),
+      ],
+      ["Renew", await codeOf(enrollmentAs(node).renew({ csrPem }))],
+      [
+        "CA Sign",
+        await codeOf(
+          caAs(fabric.serviceIdentity("enrollment")).sign({
+            csrPem,
+            principalKind: PrincipalKind.NODE,
+            principalId: "n-crash",
+            clusterId: "c1",
+            authorizationRef: "test/crash",
+          }),
+        ),
+      ],
+    ];
+    expect(outcomes.map(([name, o]) => [name, describeOutcome(o)])).toEqual(
+      outcomes.map(([name]) => [name, "InvalidArgument"]),
+    );
+    for (const service of ["ca", "registry", "enrollment", "router"] as const) {
+      const status = await fetch(`${fabric.urls[service]!.http}/healthz`).then(
+        (r) => r.status,
+        () => "down",
+      );
+      expect([service, status]).toEqual([service, 200]);
+    }
   });
 });
 

@@ -50,6 +50,7 @@ export async function toCryptoKeyPair(privateKeyPem: string): Promise<CryptoKeyP
 
 /** Describes a public key for error messages and policy checks: "EC P-256", "RSA 2048", ... */
 export function describePublicKey(key: KeyObject): string {
+  if (!hasEncodablePoint(key)) return "an EC key with an invalid point";
   const details = key.asymmetricKeyDetails ?? {};
   switch (key.asymmetricKeyType) {
     case "ec":
@@ -63,7 +64,26 @@ export function describePublicKey(key: KeyObject): string {
 }
 
 export function isP256(key: KeyObject): boolean {
-  return key.asymmetricKeyType === "ec" && curveName(key.asymmetricKeyDetails?.namedCurve) === "P-256";
+  return (
+    key.asymmetricKeyType === "ec" &&
+    hasEncodablePoint(key) &&
+    curveName(key.asymmetricKeyDetails?.namedCurve) === "P-256"
+  );
+}
+
+/**
+ * Whether an EC key can be re-encoded. createPublicKey accepts an SPKI whose point is the point at infinity,
+ * and reading asymmetricKeyDetails of such a key fails a native assertion that aborts the whole process;
+ * re-encoding it throws instead, so every key from untrusted input passes this before its details are read.
+ */
+function hasEncodablePoint(key: KeyObject): boolean {
+  if (key.asymmetricKeyType !== "ec") return true;
+  try {
+    key.export({ type: "spki", format: "der" });
+    return true;
+  } catch {
+    return false;
+  }
 }
 
 function curveName(nodeName: string | undefined): string {

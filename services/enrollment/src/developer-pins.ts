@@ -3,6 +3,7 @@ import { create } from "@bufbuild/protobuf";
 import { durationFromMs, timestampDate } from "@bufbuild/protobuf/wkt";
 import { Code, ConnectError } from "@connectrpc/connect";
 import {
+  aborted,
   buildSpiffeId,
   failedPrecondition,
   inspectCertificate,
@@ -133,11 +134,20 @@ export interface Bootstrapped {
   defaultClusterId: string;
 }
 
-type Attempt = { ok: true; signed: SignResponse; row: PinRow } | { ok: false; error: Error };
+type Attempt =
+  | { ok: true; signed: SignResponse; row: PinRow }
+  | {
+      ok: false;
+      error: Error;
+      /** no PIN row: the caller still spends a PIN check's time */ unknown?: boolean;
+    };
+
+// Postgres: FOR UPDATE NOWAIT found the row locked.
+const LOCK_NOT_AVAILABLE = "55P03";
 
 /**
  * Exchanges a PIN for a developer certificate. The PIN row stays locked from check to commit, so two
- * bootstraps with one PIN cannot both succeed; a wrong PIN's failure count commits even though the call
+ * bootstraps with one PIN cannot both succeed (a concurrent one is refused with Aborted); a wrong PIN's failure count commits even though the call
  * fails, and a CA failure leaves the PIN usable.
  */
 export async function bootstrapDeveloper(
@@ -154,13 +164,24 @@ export async function bootstrapDeveloper(
   await checkCsr(req.csrPem);
 
   const attempt = await transaction(deps.pool, async (tx): Promise<Attempt> => {
-    const found = await tx.query<PinRow>("SELECT * FROM developer_pins WHERE developer_id = $1 FOR UPDATE", [
-      developerId,
-    ]);
+    // NOWAIT: a bootstrap racing another for the same developer is refused at once instead of queueing
+    // on the row lock, which is held across the PIN check and the CA's signature; queued attempts would
+    // each hold a pooled connection meanwhile, and a hundred of them drain the pool for everyone.
+    const found = await tx
+      .query<PinRow>("SELECT * FROM developer_pins WHERE developer_id = $1 FOR UPDATE NOWAIT", [developerId])
+      .catch((err: unknown) => {
+        if ((err as { code?: string }).code === LOCK_NOT_AVAILABLE) {
+          throw aborted(`another bootstrap of developer ${developerId} is in progress; retry in a moment`);
+        }
+        throw err;
+      });
     const row = found.rows[0];
     if (!row) {
-      await pinMatches(req.pin, await NO_PIN);
-      return { ok: false, error: unauthenticated("wrong developer id or PIN; ask your admin for a PIN") };
+      return {
+        ok: false,
+        unknown: true,
+        error: unauthenticated("wrong developer id or PIN; ask your admin for a PIN"),
+      };
     }
     if (row.failed_attempts >= deps.config.pinMaxAttempts) {
       return {
@@ -251,7 +272,11 @@ export async function bootstrapDeveloper(
     });
     return { ok: true, signed, row };
   });
-  if (!attempt.ok) throw attempt.error;
+  if (!attempt.ok) {
+    // An unknown developer costs as much time as a wrong PIN (outside the transaction: no connection held).
+    if (attempt.unknown) await pinMatches(req.pin, await NO_PIN);
+    throw attempt.error;
+  }
   const { signed, row } = attempt;
   return {
     certificatePem: signed.certificatePem,

@@ -6,6 +6,7 @@ import {
   encodePageToken,
   invalidArgument,
   pageSize,
+  requestTimestamp,
   type AuditEvent as StoredEvent,
   type AuditInput,
 } from "@fabric/platform";
@@ -14,7 +15,6 @@ import {
   AuditOutcome,
   type AuditEvent,
 } from "@fabric/proto/fabric/registry/v1/audit_pb.js";
-import { timestampDate } from "@bufbuild/protobuf/wkt";
 import { callerOf, isOrgAdmin, listCluster, viewOrganization } from "./access.js";
 import type { Handlers, Registry } from "./context.js";
 import { principalRef, ts } from "./convert.js";
@@ -118,9 +118,11 @@ export function auditHandlers(r: Registry): Handlers<"listAudit" | "verifyAudit"
         if (!outcome) throw invalidArgument("outcome must be SUCCESS, DENIED or FAILED");
         add("outcome = ?", outcome);
       }
-      if (req.since) add("at >= ?", timestampDate(req.since));
-      if (req.until) add("at < ?", timestampDate(req.until));
-      const scope = `ListAudit|${JSON.stringify([cluster, org, req.actorId, req.actionPrefix, req.targetType, req.targetId, req.outcome, req.since, req.until])}`;
+      const since = req.since && requestTimestamp(req.since, "since");
+      const until = req.until && requestTimestamp(req.until, "until");
+      if (since) add("at >= ?", since);
+      if (until) add("at < ?", until);
+      const scope = `ListAudit|${JSON.stringify([cluster, org, req.actorId, req.actionPrefix, req.targetType, req.targetId, req.outcome, since, until])}`;
       const after = decodePageToken(req.pageToken, scope);
       if (after) {
         args.push(after[0], after[1]);

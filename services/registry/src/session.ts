@@ -4,6 +4,7 @@ import {
   FabricError,
   failedPrecondition,
   invalidArgument,
+  requestTimestamp,
   isValidPrincipalId,
   permissionDenied,
   unavailable,
@@ -217,6 +218,7 @@ function checkReport(r: Registry, caller: Principal, clusterId: string, req: Ses
         throw invalidArgument(`${at}: workload_status.state is not a known WorkloadState`);
       if (s.message.length > 1024)
         throw invalidArgument(`${at}: workload_status.message must be at most 1024 characters`);
+      if (s.stateChangedAt) requestTimestamp(s.stateChangedAt, `${at}: workload_status.state_changed_at`);
       break;
     }
     case "probe": {

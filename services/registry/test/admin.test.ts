@@ -336,6 +336,21 @@ describe("workloads", () => {
 });
 
 describe("audit", () => {
+  it("filters by time window, and refuses a timestamp outside the valid range", async () => {
+    const newest = (await admin.listAudit({ pageSize: 1 })).events[0]!;
+    const at = newest.at!;
+    const inWindow = await admin.listAudit({ since: at, until: { seconds: at.seconds + 1n, nanos: 0 } });
+    expect(inWindow.events.map((e) => e.seq)).toContain(newest.seq);
+    expect(inWindow.events.every((e) => e.at!.seconds >= at.seconds)).toBe(true);
+    const after = await admin.listAudit({ since: { seconds: at.seconds + 3_600n, nanos: 0 } });
+    expect(after.events).toEqual([]);
+    const bad = await refusal(admin.listAudit({ since: { seconds: 944n, nanos: -1 } }));
+    expect([bad.code, bad.rawMessage]).toEqual([
+      Code.InvalidArgument,
+      expect.stringMatching(/^since is not a valid timestamp/),
+    ]);
+  });
+
   it("records every mutation in its transaction, lists newest first with paging, and verifies clean", async () => {
     const all = [];
     let pageToken = "";

@@ -84,6 +84,18 @@ describe("Session", () => {
     const probe = openSession(await nodeClient("n-bad"));
     probe.send({ case: "probe", value: { peerNodeId: "n-bad", latency: durationFromMs(3) } });
     expect((await probe.ended)?.rawMessage).toMatch(/does not probe itself/);
+    const status = openSession(await nodeClient("n-bad"));
+    status.send({
+      case: "workloadStatus",
+      value: {
+        workloadId: "w-any",
+        state: WorkloadState.RUNNING,
+        stateChangedAt: { seconds: 1n, nanos: -1 },
+      },
+    });
+    expect((await status.ended)?.rawMessage).toMatch(
+      /workload_status.state_changed_at is not a valid timestamp/,
+    );
   });
 
   it("lets a node report only where it holds an active membership", async () => {

@@ -100,3 +100,12 @@ export function withBrokenSignature(csrPem: string): string {
   der.writeUInt8(der.readUInt8(at) ^ 0x01, at);
   return toPem(der, "CERTIFICATE REQUEST");
 }
+
+/**
+ * Found by the platform CSR fuzzer (FABRIC_FUZZ_SEED=2191505380): a CSR whose SubjectPublicKeyInfo names
+ * EC P-384 but whose key is the single byte 0x00 (the point at infinity), followed by stray bytes.
+ * node:crypto's createPublicKey accepts that key, and reading its asymmetricKeyDetails then fails a
+ * native assertion (crypto_ec.cc GetEcKeyDetail: "(ec) != nullptr") and aborts the whole process.
+ */
+export const DEGENERATE_EC_KEY_CSR =
+  "-----BEGIN CERTIFICATE REQUEST-----\nMIIBPjCBxQIBADAOMQwwCgYDVQQDEwNjc3IwdjAQBgcqhkjOPQIBBgUrgQQAIgMC\nAQAwDjEMMAoGA1UEAxMDY3NyMHYwEAYHKoZIzj0CAQYFK4EEACIDYgAEWYpJJKaA\nUaYATRjH+wrrbkiGfpHN3+niFU4MAhsCGvWmJpQrFul4g2AlYQTo9w3oeEkUxxwI\n151MLQsHAAUnvd7sst6hqjHaY/+KQL+tP9Dr9bndsWOJVY5G3t6jOYWvoDgwNgYJ\nKoZIhvcNAQkOMSkwJzAlBgNVHREEHjAchhVzcGlmZmU6Ly94L3NlcnZpY2UvY2GC\nA2EuYjAKBggqhkjOPQQDAwNoADBlAjAmluep7nZHH1GEkiL8758imAYfEmzWvEnw\nKs7IMcpcsCe20P7vfxDjFxN5xMDoCpwCMQCdX5BbReSazc9J82BNM7nrzdcAPwsk\ndiSZq9bvfpsnUBpvyn7St5UK4uazXDQtBVs=\n-----END CERTIFICATE REQUEST-----\n";

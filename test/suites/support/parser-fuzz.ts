@@ -1,25 +1,21 @@
 // Fuzzes one of Fabric's parsers of untrusted input in a worker thread, watched from the main thread so a
 // hang is caught with the input that caused it:
 //
-//   node --import tsx parser-fuzz.ts <ca-csr|platform-csr|join-token> <seconds> <seed>
+//   node --import tsx parser-fuzz.ts <ca-csr|platform-csr|join-token> <seconds> <seed> [record-file]
+//
+// With a record file, each input is written there before it is parsed, so an input that kills the
+// process outright (a native abort, which no JavaScript can report) is left on disk.
 //
 // Prints one JSON line: {"inputs", "accepted", "refused", "seconds", "seedsPerSecond"} and exits 0, or
 // {"unexpected": "...", "input": "<base64>"} (a crash or a refusal that is not InvalidArgument) and exits 1,
 // or {"hang": ms, "input": "<base64>"} and exits 2.
+import { writeFileSync } from "node:fs";
 import { isMainThread, parentPort, Worker, workerData } from "node:worker_threads";
-import {
-  CsrError,
-  FabricError,
-  buildCsr,
-  generateP256KeyPair,
-  toPem,
-  verifyCsr,
-  x509,
-} from "@fabric/platform";
+import { CsrError, FabricError, toPem, verifyCsr, x509 } from "@fabric/platform";
 import { verifyCsrPem } from "../../../services/ca/src/csr-verifier.js";
 import { parseJoinToken } from "../../../services/enrollment/src/join-tokens.js";
-import { makeCsr } from "./csrs.js";
 import { mutateBytes, mutateText } from "./mutations.js";
+import { SEED_CSRS } from "./seed-csrs.js";
 import { Prng } from "./prng.js";
 
 export type ParserTarget = "ca-csr" | "platform-csr" | "join-token";
@@ -34,6 +30,8 @@ interface Job {
   seconds: number;
   seed: number;
   shared: SharedArrayBuffer;
+  /** File the current input is written to before it is parsed. */
+  record: string | undefined;
 }
 
 /** What a parser may answer for bad input: only the error its callers turn into InvalidArgument. */
@@ -43,7 +41,7 @@ const REFUSALS: Record<ParserTarget, (err: unknown) => boolean> = {
   "join-token": (err) => err instanceof FabricError && err.kind === "invalid-argument",
 };
 
-async function seedsFor(target: ParserTarget): Promise<string[]> {
+function seedsFor(target: ParserTarget): readonly string[] {
   if (target === "join-token") {
     return [
       `0123456789abcdef.${Buffer.alloc(32, 1).toString("base64url")}`,
@@ -52,19 +50,11 @@ async function seedsFor(target: ParserTarget): Promise<string[]> {
       ".",
     ];
   }
-  const p256 = await buildCsr(generateP256KeyPair().privateKeyPem, "node");
-  const others = await Promise.all(
-    (["p256", "p384", "rsa2048", "ed25519"] as const).map(
-      async (t) =>
-        (await makeCsr(t, { askCa: t === "p256", uris: ["spiffe://x/service/ca"], dnsNames: ["a.b"] }))
-          .csrPem,
-    ),
-  );
-  return [p256, ...others];
+  return SEED_CSRS;
 }
 
 /** A fresh input: a mutation of a seed (as text, or its DER re-wrapped as PEM), or random junk. */
-function nextInput(target: ParserTarget, seeds: string[], prng: Prng): string {
+function nextInput(target: ParserTarget, seeds: readonly string[], prng: Prng): string {
   const seed = prng.pick(seeds);
   const roll = prng.int(10);
   if (roll === 0) return prng.bytes(prng.int(2_048)).toString(prng.chance(0.5) ? "latin1" : "base64");
@@ -85,7 +75,7 @@ function nextInput(target: ParserTarget, seeds: string[], prng: Prng): string {
 
 async function fuzz(job: Job): Promise<void> {
   const prng = new Prng(job.seed);
-  const seeds = await seedsFor(job.target);
+  const seeds = seedsFor(job.target);
   const progress = new Int32Array(job.shared, 0, 2);
   const current = new Uint8Array(job.shared, 8);
   const refused = REFUSALS[job.target];
@@ -115,6 +105,8 @@ async function fuzz(job: Job): Promise<void> {
   const end = Date.now() + job.seconds * 1_000;
   while (Date.now() < end) {
     const input = nextInput(job.target, seeds, prng);
+    // An input that aborts the whole process (a native crash) leaves no one to report it: keep it on disk.
+    if (job.record) writeFileSync(job.record, input);
     const bytes = Buffer.from(input, "utf8").subarray(0, MAX_INPUT - 8);
     current.set(bytes);
     Atomics.store(progress, 1, bytes.length);
@@ -138,13 +130,13 @@ async function fuzz(job: Job): Promise<void> {
   parentPort!.postMessage(stats);
 }
 
-function watch(target: ParserTarget, seconds: number, seed: number): void {
+function watch(target: ParserTarget, seconds: number, seed: number, record: string | undefined): void {
   const shared = new SharedArrayBuffer(MAX_INPUT);
   const progress = new Int32Array(shared, 0, 2);
   // Module hooks are per thread: the worker loads this file through tsx's API.
   const tsx = import.meta.resolve("tsx/esm/api");
   const bootstrap = `import(${JSON.stringify(tsx)}).then((t) => t.tsImport(${JSON.stringify(import.meta.url)}, ${JSON.stringify(import.meta.url)}))`;
-  const worker = new Worker(bootstrap, { eval: true, workerData: { target, seconds, seed, shared } });
+  const worker = new Worker(bootstrap, { eval: true, workerData: { target, seconds, seed, shared, record } });
   let last = -1;
   let since = Date.now();
   let timer: NodeJS.Timeout | undefined;
@@ -181,8 +173,8 @@ function watch(target: ParserTarget, seconds: number, seed: number): void {
 }
 
 if (isMainThread) {
-  const [target, seconds, seed] = process.argv.slice(2);
-  watch(target as ParserTarget, Number(seconds), Number(seed));
+  const [target, seconds, seed, record] = process.argv.slice(2);
+  watch(target as ParserTarget, Number(seconds), Number(seed), record);
 } else {
   await fuzz(workerData as Job);
 }
