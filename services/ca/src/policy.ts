@@ -9,6 +9,7 @@ export const CA_POLICY: Policy<typeof CaService> = {
   sign: { services: ["enrollment", "registry", "router"] },
   revoke: { adminRoles: ["platform-admin", "cluster-admin"], services: ["enrollment", "registry"] },
   getTrustBundle: { kinds: ["node", "user"], services: [...SERVICE_NAMES], adminRoles: [...ADMIN_ROLES] },
-  listCertificates: { adminRoles: ["platform-admin", "cluster-admin"] },
+  // enrollment: to find certificates issued for a Sign whose answer was lost, and revoke them.
+  listCertificates: { adminRoles: ["platform-admin", "cluster-admin"], services: ["enrollment"] },
   watchRevocations: { services: [...SERVICE_NAMES], adminRoles: ["platform-admin"] },
 };

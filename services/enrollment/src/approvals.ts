@@ -11,7 +11,7 @@ import {
   type Principal,
   type Tx,
 } from "@fabric/platform";
-import { RevocationReason, SignRequestSchema } from "@fabric/proto/fabric/ca/v1/ca_pb.js";
+import { CertificateStatus, RevocationReason, SignRequestSchema } from "@fabric/proto/fabric/ca/v1/ca_pb.js";
 import { NodeFactsSchema, PrincipalKind, PrincipalSchema } from "@fabric/proto/fabric/common/v1/common_pb.js";
 import type { ApproveJoinRequestRequest } from "@fabric/proto/fabric/enrollment/v1/enrollment_pb.js";
 import { RegisterNodeRequestSchema } from "@fabric/proto/fabric/registry/v1/registry_pb.js";
@@ -197,6 +197,7 @@ async function ensureCertificate(
         signed.notAfter ? timestampDate(signed.notAfter) : inspectCertificate(signed.certificatePem).notAfter,
       ],
     );
+    const abandoned = await abandonEarlierCertificates(deps, tx, updated.rows[0]!);
     tx.audit({
       actorId: ENROLLMENT_SERVICE.id,
       actorKind: ENROLLMENT_SERVICE.kind,
@@ -205,7 +206,11 @@ async function ensureCertificate(
       targetId: id,
       clusterId: row.cluster_id,
       outcome: "success",
-      details: { nodeId: row.node_id!, serial: signed.serial },
+      details: {
+        nodeId: row.node_id!,
+        serial: signed.serial,
+        ...(abandoned.length > 0 ? { abandonedSerials: abandoned.join(",") } : {}),
+      },
     });
     return { kind: "ready", row: updated.rows[0]! };
   });
@@ -226,6 +231,30 @@ async function ensureCertificate(
         outcome.error.code,
       );
   }
+}
+
+/**
+ * A Sign whose answer was lost (the CA, this service or a connection died after the CA committed) left a
+ * certificate nobody received, and the retry issued another. The node id is fresh per approval, so any
+ * other active certificate of this node is such an orphan: it is queued for revocation with the request,
+ * leaving exactly one usable identity per node.
+ */
+async function abandonEarlierCertificates(deps: Enrollment, tx: Tx, row: JoinRequestRow): Promise<string[]> {
+  const { certificates } = await deps.ca.listCertificates({
+    principalKind: PrincipalKind.NODE,
+    principalId: row.node_id!,
+    status: CertificateStatus.ACTIVE,
+    pageSize: 1_000,
+  });
+  const orphans = certificates.map((c) => c.serial).filter((serial) => serial !== row.certificate_serial);
+  if (orphans.length === 0) return orphans;
+  await tx.query(
+    `INSERT INTO abandoned_certificates (serial, join_request_id, reason)
+     SELECT serial, $2, $3 FROM unnest($1::text[]) AS serial ON CONFLICT (serial) DO NOTHING`,
+    [orphans, row.id, "issued for a Sign call whose answer was lost; superseded by a retry"],
+  );
+  tx.afterCommit(() => void revokeAbandonedCertificates(deps).catch(() => {}));
+  return orphans;
 }
 
 /** Thrown to the reconciler when another worker holds the request. */

@@ -11,6 +11,7 @@ import {
   permissionDenied,
   transaction,
   type Principal,
+  type Tx,
 } from "@fabric/platform";
 import { NodeFactsSchema, PrincipalSchema } from "@fabric/proto/fabric/common/v1/common_pb.js";
 import {
@@ -179,6 +180,10 @@ export async function join(
       `this join token admits nodes into another cluster, not "${req.clusterId}"; use a token for "${req.clusterId}"`,
     );
   }
+  const publicKeySha256 = createHash("sha256").update(csr.spki).digest("hex");
+  // Checked before the token's uses: the retried Join of a single-use token finds the token used up.
+  const existing = await openRequestFor(deps.pool, token.id, publicKeySha256);
+  if (existing) return existing;
   requireUsable(token);
   const outside = requested.filter((r) => !token.allowed_roles.includes(r));
   if (outside.length > 0) {
@@ -190,11 +195,16 @@ export async function join(
   }
   const requestedRoles = requested.length > 0 ? requested : token.allowed_roles;
   const facts = create(NodeFactsSchema, req.facts ?? {});
-  const publicKeySha256 = createHash("sha256").update(csr.spki).digest("hex");
   const id = randomUUID();
   const challenge = randomBytes(32);
 
   const row = await transaction(deps.pool, async (tx) => {
+    // A concurrent Join with this token and key may have won since the check above.
+    await tx.query("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))", [
+      `join:${token.id}:${publicKeySha256}`,
+    ]);
+    const raced = await openRequestFor(tx, token.id, publicKeySha256);
+    if (raced) return raced;
     const used = await takeJoinTokenUse(tx, token.id);
     if (!used) return undefined;
     const decided = used.auto_approve;
@@ -265,6 +275,26 @@ export async function join(
   const now = await readJoinToken(deps, token.id);
   if (now) requireUsable(now);
   throw failedPrecondition(`join token ${token.id} can no longer be used; ask an admin for a new token`);
+}
+
+/**
+ * The open or approved join request of this token and key, if any: a host whose Join got no answer sends
+ * it again, and must get the request it already has (and no second use of the token). Joins of one token
+ * and key are serialized by an advisory lock, so two at once cannot both create one.
+ */
+async function openRequestFor(
+  db: Pick<Tx, "query">,
+  tokenId: string,
+  publicKeySha256: string,
+): Promise<JoinRequestRow | undefined> {
+  const { rows } = await db.query<JoinRequestRow>(
+    `SELECT ${REQUEST_COLUMNS} FROM join_requests
+     WHERE token_id = $1 AND public_key_sha256 = $2
+       AND (state IN ('approving', 'approved') OR (state = 'pending' AND expires_at > now()))
+     ORDER BY seq DESC LIMIT 1`,
+    [tokenId, publicKeySha256],
+  );
+  return rows[0];
 }
 
 const STATE_FILTERS: Partial<Record<JoinRequestState, string>> = {

@@ -75,12 +75,12 @@ describe("Join", () => {
     expect(await usesOf(id)).toBe(1);
   });
 
-  it("100 concurrent joins on a single-use token create exactly one request", async () => {
+  it("100 concurrent joins of different hosts on a single-use token create exactly one request", async () => {
     const { token: tok, id } = await token({ maxUses: 1 });
-    const key = await nodeKey();
+    const keys = await Promise.all(Array.from({ length: 100 }, () => nodeKey()));
     const before = await requestCount();
     const codes = await Promise.all(
-      Array.from({ length: 100 }, () => codeOf(t.client().join({ token: tok, csrPem: key.csrPem, facts }))),
+      keys.map((key) => codeOf(t.client().join({ token: tok, csrPem: key.csrPem, facts }))),
     );
     expect(codes.filter((c) => c === "ok")).toHaveLength(1);
     expect(codes.filter((c) => c === Code.FailedPrecondition)).toHaveLength(99);
@@ -90,12 +90,26 @@ describe("Join", () => {
     expect(refused.filter((e) => e.outcome === "refused")).toHaveLength(99);
   });
 
+  it("answers a host sending Join again (same token, same key) with the request it has, using nothing", async () => {
+    const { token: tok, id } = await token({ maxUses: 2 });
+    const key = await nodeKey();
+    const first = await t.client().join({ token: tok, csrPem: key.csrPem, facts });
+    const before = await requestCount();
+    // Sent again at once, as a host whose first call got no answer would, many times over.
+    const again = await Promise.all(
+      Array.from({ length: 20 }, () => t.client().join({ token: tok, csrPem: key.csrPem, facts })),
+    );
+    expect(new Set(again.map((r) => r.joinRequestId))).toEqual(new Set([first.joinRequestId]));
+    expect(Buffer.from(again[0]!.challenge)).toEqual(Buffer.from(first.challenge));
+    expect(await requestCount()).toBe(before);
+    expect(await usesOf(id)).toBe(1);
+  });
+
   it("refuses a replayed single-use token with FailedPrecondition and creates nothing", async () => {
     const { token: tok } = await token();
-    const key = await nodeKey();
-    await t.client().join({ token: tok, csrPem: key.csrPem, facts });
+    await t.client().join({ token: tok, csrPem: (await nodeKey()).csrPem, facts });
     const before = await requestCount();
-    const err = await refusal(t.client().join({ token: tok, csrPem: key.csrPem, facts }));
+    const err = await refusal(t.client().join({ token: tok, csrPem: (await nodeKey()).csrPem, facts }));
     expect(err.code).toBe(Code.FailedPrecondition);
     expect(err.rawMessage).toMatch(/used 1 of 1 times/);
     expect(await requestCount()).toBe(before);
