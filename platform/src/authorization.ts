@@ -2,6 +2,7 @@ import { Code, ConnectError, type Interceptor } from "@connectrpc/connect";
 import type { DescService } from "@bufbuild/protobuf";
 import type { AdminRole, ServiceName } from "./pki/principal-kinds.js";
 import { kPeer, type Principal } from "./principal.js";
+import { kRemoteAddress } from "./remote-address.js";
 import type { RevocationSet } from "./revocation.js";
 
 /**
@@ -51,27 +52,47 @@ function describeRule(rule: Rule): string {
  * The one authorization interceptor (default deny): authenticates the peer, refuses revoked identities,
  * applies the service's table, and cuts a streaming call the moment its caller's certificate is revoked.
  */
-export function authorizationInterceptor(bindings: PolicyBinding[], revocations: RevocationSet): Interceptor {
+/** A call the authorization interceptor refused: what the service's audit log records of it. */
+export interface AuthorizationRefusal {
+  /** e.g. fabric.ca.v1.CaService/Sign */
+  rpc: string;
+  code: Code;
+  reason: string;
+  /** Undefined when the caller presented no usable certificate. */
+  principal: Principal | undefined;
+  /** ip:port of the caller. */
+  address: string;
+}
+
+export function authorizationInterceptor(
+  bindings: PolicyBinding[],
+  revocations: RevocationSet,
+  onRefusal: (refusal: AuthorizationRefusal) => void = () => {},
+): Interceptor {
   const tables = new Map(bindings.map((b) => [b.service.typeName, b.policy]));
   return (next) => async (req) => {
     const rule = tables.get(req.service.typeName)?.[req.method.localName];
     const rpc = `${req.service.typeName}/${req.method.name}`;
-    if (!rule)
-      throw new ConnectError(`${rpc} has no authorization rule; refusing by default`, Code.PermissionDenied);
+    const refuse = (reason: string, code: Code, principal?: Principal) => {
+      onRefusal({ rpc, code, reason, principal, address: req.contextValues.get(kRemoteAddress) });
+      return new ConnectError(reason, code);
+    };
+    if (!rule) throw refuse(`${rpc} has no authorization rule; refusing by default`, Code.PermissionDenied);
     if (rule.anonymous) return next(req);
     const peer = req.contextValues.get(kPeer);
     if (peer.state === "none") {
-      throw new ConnectError(
+      throw refuse(
         `${rpc} needs a client certificate issued by this fabric's CA; enroll first or pass your identity`,
         Code.Unauthenticated,
       );
     }
-    if (peer.state === "rejected") throw new ConnectError(peer.reason, Code.Unauthenticated);
+    if (peer.state === "rejected") throw refuse(peer.reason, Code.Unauthenticated);
     const principal = peer.principal;
     if (revocations.isRevoked(principal)) {
-      throw new ConnectError(
+      throw refuse(
         `certificate ${principal.serialHex} of ${principal.kind} "${principal.id}" has been revoked; re-enroll to get a new identity`,
         Code.Unauthenticated,
+        principal,
       );
     }
     if (!allows(rule, principal)) {
@@ -79,9 +100,10 @@ export function authorizationInterceptor(bindings: PolicyBinding[], revocations:
         principal.kind === "admin"
           ? `admin "${principal.id}" (${principal.adminRole})`
           : `${principal.kind} "${principal.id}"`;
-      throw new ConnectError(
+      throw refuse(
         `${who} may not call ${rpc}; it is open to: ${describeRule(rule)}`,
         Code.PermissionDenied,
+        principal,
       );
     }
     const res = await next(req);

@@ -10,7 +10,13 @@ import {
 } from "@connectrpc/connect";
 import { connectNodeAdapter } from "@connectrpc/connect-node";
 import type { Registry } from "prom-client";
-import { authorizationInterceptor, type Policy, type PolicyBinding, type Rule } from "./authorization.js";
+import {
+  authorizationInterceptor,
+  type AuthorizationRefusal,
+  type Policy,
+  type PolicyBinding,
+  type Rule,
+} from "./authorization.js";
 import { HEALTH_POLICY, HealthState, registerHealthService } from "./health.js";
 import type { Logger } from "./logger.js";
 import { createMetricsRegistry, rpcMetricsInterceptor } from "./metrics.js";
@@ -59,6 +65,8 @@ export interface RpcServerOptions {
   revocations?: RevocationSet;
   metrics?: Registry;
   httpRoutes?: Record<string, PlainRoute>;
+  /** Told of every call the authorization table refuses (the service audits them). */
+  onRefusal?: (refusal: AuthorizationRefusal) => void;
   /** Extra interceptors, run inside authorization (closest to the handlers). */
   interceptors?: Interceptor[];
   /** How long close() lets open streams finish before cutting them. */
@@ -121,7 +129,7 @@ export async function createRpcServer(options: RpcServerOptions): Promise<RpcSer
       tracingInterceptor("server"),
       rpcMetricsInterceptor(metrics),
       errorInterceptor(logger),
-      authorizationInterceptor(bindings, revocations),
+      authorizationInterceptor(bindings, revocations, options.onRefusal),
       ...(options.interceptors ?? []),
     ],
     contextValues: (req) =>

@@ -15,6 +15,7 @@ import type { PlainRoute } from "./plain-http.js";
 import { followRevocations } from "./revocation-feed.js";
 import { RevocationSet } from "./revocation.js";
 import { createRpcClient } from "./rpc-client.js";
+import { auditRefusals } from "./refusal-audit.js";
 import { createRpcServer, type RpcServer, type ServiceRegistration } from "./rpc-server.js";
 import { ServiceIdentity, renewThroughCa } from "./service-identity.js";
 import type { TlsCredentials } from "./tls-credentials.js";
@@ -164,6 +165,7 @@ export async function startService<X extends z.ZodRawShape>(
     logger,
     revocations,
     metrics,
+    onRefusal: auditRefusals(pool, logger),
     ...(parts.httpRoutes ? { httpRoutes: parts.httpRoutes } : {}),
   });
   serverRef.current = running;

@@ -17,7 +17,7 @@ import { ROUTER_POLICY } from "../../services/router/src/router-rpc.js";
 import { startFabric, type Fabric } from "../harness/fabric.js";
 import { clientAs, everyCaller, type Caller } from "./support/callers.js";
 import { callEmpty, describeOutcome, type Outcome } from "./support/rpc.js";
-import { stateFingerprint } from "./support/state.js";
+import { auditHead, auditSince, stateFingerprint } from "./support/state.js";
 
 interface Target {
   name: ServiceName;
@@ -44,6 +44,13 @@ let callers: Caller[];
 beforeAll(async () => {
   fabric = await startFabric({ services: ["ca", "registry", "enrollment", "router"] });
   callers = await everyCaller(fabric);
+  const actors = new Map(
+    callers.map((c) => [
+      c.label,
+      c.principal ? `${c.principal.kind}/${c.principal.id}` : "anonymous/anonymous",
+    ]),
+  );
+  auditedActor = (label) => actors.get(label)!;
 }, 180_000);
 
 afterAll(async () => {
@@ -64,6 +71,9 @@ interface Attempt {
   outcome: Outcome;
   message: string;
 }
+
+/** How a caller of support/callers.ts shows in an audit event: kind/id. */
+let auditedActor: (label: string) => string;
 
 async function inBatches<T, R>(items: T[], size: number, fn: (item: T) => Promise<R>): Promise<R[]> {
   const out: R[] = [];
@@ -88,6 +98,11 @@ describe("the authorization tables", () => {
       // The CA takes offline-issued fixtures into its inventory lazily; have it do so before the baseline.
       await fabric.client(CaService, "ca").listCertificates({});
       const before = await stateFingerprint(fabric.databaseUrl);
+      const heads = new Map(
+        await Promise.all(
+          TARGETS.map(async (t) => [t.name, await auditHead(fabric.databaseUrl, t.name)] as const),
+        ),
+      );
       const jobs = TARGETS.flatMap((t) =>
         t.service.methods.flatMap((method) =>
           callers.map((caller) => ({
@@ -156,6 +171,34 @@ describe("the authorization tables", () => {
       ).toEqual([]);
 
       expect(await stateFingerprint(fabric.databaseUrl)).toEqual(before);
+
+      // Every refusal that reached a service (all but the handshake's) is in that service's audit log,
+      // naming the caller, the RPC and the code.
+      const expectedEvents = refused
+        .filter((a) => a.outcome === Code.PermissionDenied || a.outcome === Code.Unauthenticated)
+        .map(
+          (a) =>
+            `${a.rpc.split("/")[0]} ${auditedActor(a.caller)} ${a.rpc.split("/")[1]} ${describeOutcome(a.outcome)}`,
+        )
+        .sort();
+      expect(expectedEvents.length).toBeGreaterThan(100);
+      await expect
+        .poll(
+          async () => {
+            const seen = new Set<string>();
+            for (const t of TARGETS) {
+              for (const e of await auditSince(fabric.databaseUrl, t.name, heads.get(t.name)!)) {
+                if (e.action !== "rpc.authorize" || e.outcome !== "refused") continue;
+                seen.add(
+                  `${t.name} ${e.actor_kind}/${e.actor_id} ${e.target_id.split("/")[1]} ${e.details.code}`,
+                );
+              }
+            }
+            return expectedEvents.filter((x) => !seen.has(x));
+          },
+          { timeout: 10_000, interval: 250 },
+        )
+        .toEqual([]);
     },
   );
 });
