@@ -2,7 +2,7 @@
 // a fresh database, with the abuse limits opened up (benches measure throughput, not rate limiting) and
 // logs quiet. `npm run bench` starts it once for all of them; a bench run alone starts its own.
 import { pathToFileURL } from "node:url";
-import { startFabric, type Fabric } from "../../test/harness/fabric.js";
+import { NO_ENROLLMENT_RATE_LIMITS, startFabric, type Fabric } from "../../test/harness/fabric.js";
 
 export async function benchFabric(): Promise<Fabric> {
   const quiet = { FABRIC_LOG_LEVEL: "error" };
@@ -14,10 +14,7 @@ export async function benchFabric(): Promise<Fabric> {
       router: quiet,
       enrollment: {
         ...quiet,
-        FABRIC_ADDRESS_RATE_PER_SECOND: "1000000",
-        FABRIC_ADDRESS_BURST: "1000000",
-        FABRIC_CREDENTIAL_RATE_PER_SECOND: "1000000",
-        FABRIC_CREDENTIAL_BURST: "1000000",
+        ...NO_ENROLLMENT_RATE_LIMITS,
       },
     },
   });

@@ -51,6 +51,17 @@ export const SERVICE_ORDER: readonly ServiceName[] = ["ca", "registry", "enrollm
 
 const REPO = fileURLToPath(new URL("../..", import.meta.url));
 
+/**
+ * Enrollment settings that lift its per-address and per-credential rate limits: for tests and benches
+ * whose many calls all come from 127.0.0.1 and are not about rate limiting.
+ */
+export const NO_ENROLLMENT_RATE_LIMITS: Readonly<Record<string, string>> = {
+  FABRIC_ADDRESS_RATE_PER_SECOND: "1000000",
+  FABRIC_ADDRESS_BURST: "1000000",
+  FABRIC_CREDENTIAL_RATE_PER_SECOND: "1000000",
+  FABRIC_CREDENTIAL_BURST: "1000000",
+};
+
 export interface StartFabricOptions {
   services: ServiceName[];
   /** Extra or overriding environment per service. */

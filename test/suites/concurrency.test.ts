@@ -6,7 +6,7 @@ import { buildCsr, createPool, generateP256KeyPair } from "@fabric/platform";
 import { EnrollmentService } from "@fabric/proto/fabric/enrollment/v1/enrollment_pb.js";
 import { RegistryService } from "@fabric/proto/fabric/registry/v1/registry_pb.js";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { startFabric, type Fabric } from "../harness/fabric.js";
+import { NO_ENROLLMENT_RATE_LIMITS, startFabric, type Fabric } from "../harness/fabric.js";
 import { clientAs } from "./support/callers.js";
 import { codeOf, describeOutcome, type Outcome } from "./support/rpc.js";
 
@@ -20,10 +20,7 @@ beforeAll(async () => {
     env: {
       enrollment: {
         // One address and one credential make every attempt here: the rate limits are not under test.
-        FABRIC_ADDRESS_RATE_PER_SECOND: "10000",
-        FABRIC_ADDRESS_BURST: "10000",
-        FABRIC_CREDENTIAL_RATE_PER_SECOND: "10000",
-        FABRIC_CREDENTIAL_BURST: "10000",
+        ...NO_ENROLLMENT_RATE_LIMITS,
       },
     },
   });

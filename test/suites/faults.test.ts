@@ -8,7 +8,7 @@ import { createPool, type ServiceName } from "@fabric/platform";
 import { EnrollmentService } from "@fabric/proto/fabric/enrollment/v1/enrollment_pb.js";
 import { RegistryService } from "@fabric/proto/fabric/registry/v1/registry_pb.js";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { startFabric, type Fabric } from "../harness/fabric.js";
+import { NO_ENROLLMENT_RATE_LIMITS, startFabric, type Fabric } from "../harness/fabric.js";
 import { clientAs } from "./support/callers.js";
 import { startPrivatePostgres, type PrivatePostgres } from "./support/private-postgres.js";
 import { enrollHost, makeHosts, type StormHost } from "./support/storm.js";
@@ -29,10 +29,7 @@ beforeAll(async () => {
     services: ["ca", "registry", "enrollment", "router"],
     env: {
       enrollment: {
-        FABRIC_ADDRESS_RATE_PER_SECOND: "100000",
-        FABRIC_ADDRESS_BURST: "100000",
-        FABRIC_CREDENTIAL_RATE_PER_SECOND: "100000",
-        FABRIC_CREDENTIAL_BURST: "100000",
+        ...NO_ENROLLMENT_RATE_LIMITS,
         // Interrupted approvals and abandoned certificates are picked up quickly.
         FABRIC_RECONCILE_INTERVAL_MS: "1000",
       },

@@ -4,7 +4,7 @@
 // the other caller-caused codes) or success. 10 s per fuzzer here; `npm run bench:fuzz` runs them longer.
 // A failure prints FABRIC_FUZZ_SEED to replay it.
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { startFabric, type Fabric } from "../harness/fabric.js";
+import { NO_ENROLLMENT_RATE_LIMITS, startFabric, type Fabric } from "../harness/fabric.js";
 import { fuzzGrpc } from "./support/grpc-fuzz.js";
 import { runParserFuzz } from "./support/parser-fuzz-run.js";
 import type { ParserTarget } from "./support/parser-fuzz.js";
@@ -22,10 +22,7 @@ describe(`protobuf request decoding (FABRIC_FUZZ_SEED=${seed})`, () => {
       env: {
         enrollment: {
           // The fuzzer calls from one address far faster than any rate limit allows.
-          FABRIC_ADDRESS_RATE_PER_SECOND: "100000",
-          FABRIC_ADDRESS_BURST: "100000",
-          FABRIC_CREDENTIAL_RATE_PER_SECOND: "100000",
-          FABRIC_CREDENTIAL_BURST: "100000",
+          ...NO_ENROLLMENT_RATE_LIMITS,
         },
       },
     });

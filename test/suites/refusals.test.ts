@@ -20,7 +20,7 @@ import { RegistryService } from "@fabric/proto/fabric/registry/v1/registry_pb.js
 import { RouterService } from "@fabric/proto/fabric/router/v1/router_pb.js";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { signWaitForApproval } from "../../services/enrollment/src/protocol.js";
-import { startFabric, type Fabric } from "../harness/fabric.js";
+import { NO_ENROLLMENT_RATE_LIMITS, startFabric, type Fabric } from "../harness/fabric.js";
 import { clientAs } from "./support/callers.js";
 import { DEGENERATE_EC_KEY_CSR, makeCsr, withBrokenSignature, type KeyType } from "./support/csrs.js";
 import { forgeIdentity } from "./support/forged.js";
@@ -41,10 +41,7 @@ beforeAll(async () => {
       enrollment: {
         FABRIC_PIN_TTL_MS: String(PIN_TTL_MS),
         // Many calls come from one address here; the rate limits are not what this file tests.
-        FABRIC_ADDRESS_RATE_PER_SECOND: "1000",
-        FABRIC_ADDRESS_BURST: "1000",
-        FABRIC_CREDENTIAL_RATE_PER_SECOND: "1000",
-        FABRIC_CREDENTIAL_BURST: "1000",
+        ...NO_ENROLLMENT_RATE_LIMITS,
       },
     },
   });
