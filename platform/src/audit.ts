@@ -109,7 +109,8 @@ export async function appendAudit(client: PoolClient, inputs: AuditInput[]): Pro
   return events;
 }
 
-interface AuditRow {
+/** An audit_events row as AUDIT_COLUMNS reads it. */
+export interface AuditRow {
   seq: string;
   id: string;
   at: Date;
@@ -128,10 +129,10 @@ interface AuditRow {
 
 // seq is read as text (bigint beyond 2^53); ORDER BY clauses name audit_events.seq so they sort the
 // number, not this text alias.
-const AUDIT_COLUMNS =
+export const AUDIT_COLUMNS =
   "seq::text, id, at, actor_id, actor_kind, action, target_type, target_id, cluster_id, org_id, outcome, details, prev_hash, hash";
 
-function fromRow(r: AuditRow): AuditEvent {
+export function auditEventFromRow(r: AuditRow): AuditEvent {
   return {
     seq: BigInt(r.seq),
     id: r.id,
@@ -185,7 +186,7 @@ export async function listAudit(
   args.push(page.limit);
   const sql = `SELECT ${AUDIT_COLUMNS} FROM audit_events ${where.length ? `WHERE ${where.join(" AND ")}` : ""}
     ORDER BY audit_events.at DESC, audit_events.seq DESC LIMIT $${args.length}`;
-  return (await pool.query<AuditRow>(sql, args)).rows.map(fromRow);
+  return (await pool.query<AuditRow>(sql, args)).rows.map(auditEventFromRow);
 }
 
 export interface AuditVerification {
@@ -208,7 +209,7 @@ export async function verifyAuditChain(pool: Pool, batch = 5_000): Promise<Audit
     );
     if (rows.length === 0) return { ok: true, checked };
     for (const row of rows) {
-      const e = fromRow(row);
+      const e = auditEventFromRow(row);
       if (e.seq !== expectedSeq) {
         return { ok: false, checked, brokenSeq: expectedSeq, reason: `row ${expectedSeq} is missing` };
       }

@@ -2,12 +2,9 @@ import { createHash, randomBytes, randomUUID } from "node:crypto";
 import { create, fromBinary, toBinary } from "@bufbuild/protobuf";
 import { timestampFromDate } from "@bufbuild/protobuf/wkt";
 import {
-  decodePageToken,
-  encodePageToken,
   failedPrecondition,
   invalidArgument,
   notFound,
-  pageSize,
   permissionDenied,
   transaction,
   type Principal,
@@ -25,11 +22,11 @@ import {
   ANONYMOUS,
   ENROLLMENT_SERVICE,
   actorOf,
-  clusterScopeOf,
   principalKindOf,
   requireClusterAccess,
   type Enrollment,
 } from "./context.js";
+import { listClusterPage } from "./cluster-pages.js";
 import {
   authenticateJoinToken,
   parseJoinToken,
@@ -309,36 +306,18 @@ export async function listJoinRequests(
   principal: Principal,
   req: ListJoinRequestsRequest,
 ): Promise<{ rows: JoinRequestRow[]; nextPageToken: string }> {
-  const scope = clusterScopeOf(principal);
-  if (req.clusterId) requireClusterAccess(principal, req.clusterId);
-  const clusterId = req.clusterId || scope;
-  // Keyset paging on seq, newest first; the token is bound to the filters it was issued for.
-  const filters = `ListJoinRequests|cluster=${clusterId ?? ""}|state=${req.state}`;
-  const size = pageSize(req.pageSize);
-  const after = decodePageToken(req.pageToken, filters);
-  const where: string[] = [];
-  const args: unknown[] = [];
-  if (clusterId) where.push(`cluster_id = $${args.push(clusterId)}`);
-  if (req.state !== JoinRequestState.UNSPECIFIED) {
-    const filter = STATE_FILTERS[req.state];
-    if (!filter) throw invalidArgument(`state ${req.state} is not a join request state`);
-    where.push(filter);
-  }
-  if (after) {
-    const seq = String(after[0]);
-    if (!/^\d{1,19}$/.test(seq)) throw invalidArgument("page_token is not a token this server issued");
-    where.push(`seq < $${args.push(seq)}`);
-  }
-  const { rows } = await deps.pool.query<JoinRequestRow>(
-    `SELECT ${REQUEST_COLUMNS} FROM join_requests ${where.length ? `WHERE ${where.join(" AND ")}` : ""}
-     ORDER BY seq DESC LIMIT $${args.push(size + 1)}`,
-    args,
+  return listClusterPage<JoinRequestRow>(
+    deps,
+    principal,
+    {
+      rpc: "ListJoinRequests",
+      table: "join_requests",
+      columns: REQUEST_COLUMNS,
+      noun: "join request",
+      stateFilters: STATE_FILTERS,
+    },
+    req,
   );
-  const shown = rows.slice(0, size);
-  return {
-    rows: shown,
-    nextPageToken: rows.length > size ? encodePageToken([shown.at(-1)!.seq], filters) : "",
-  };
 }
 
 /** One request an admin may see: NotFound, or PermissionDenied outside a cluster-admin's cluster. */

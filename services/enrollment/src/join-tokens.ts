@@ -2,12 +2,9 @@ import { createHash, randomBytes, timingSafeEqual } from "node:crypto";
 import { create } from "@bufbuild/protobuf";
 import { timestampFromDate } from "@bufbuild/protobuf/wkt";
 import {
-  decodePageToken,
-  encodePageToken,
   failedPrecondition,
   invalidArgument,
   notFound,
-  pageSize,
   transaction,
   unauthenticated,
   type Principal,
@@ -24,11 +21,11 @@ import {
 import {
   ENROLLMENT_SERVICE,
   actorOf,
-  clusterScopeOf,
   principalKindOf,
   requireClusterAccess,
   type Enrollment,
 } from "./context.js";
+import { listClusterPage } from "./cluster-pages.js";
 import { boundedText, durationField, requireClusterId, roleList } from "./validation.js";
 
 /**
@@ -171,36 +168,18 @@ export async function listJoinTokens(
   principal: Principal,
   req: ListJoinTokensRequest,
 ): Promise<{ rows: JoinTokenRow[]; nextPageToken: string }> {
-  const scope = clusterScopeOf(principal);
-  if (req.clusterId) requireClusterAccess(principal, req.clusterId);
-  const clusterId = req.clusterId || scope;
-  // Keyset paging on seq, newest first; the token is bound to the filters it was issued for.
-  const filters = `ListJoinTokens|cluster=${clusterId ?? ""}|state=${req.state}`;
-  const size = pageSize(req.pageSize);
-  const after = decodePageToken(req.pageToken, filters);
-  const where: string[] = [];
-  const args: unknown[] = [];
-  if (clusterId) where.push(`cluster_id = $${args.push(clusterId)}`);
-  if (req.state !== JoinTokenState.UNSPECIFIED) {
-    const filter = STATE_FILTERS[req.state];
-    if (!filter) throw invalidArgument(`state ${req.state} is not a join token state`);
-    where.push(filter);
-  }
-  if (after) {
-    const seq = String(after[0]);
-    if (!/^\d{1,19}$/.test(seq)) throw invalidArgument("page_token is not a token this server issued");
-    where.push(`seq < $${args.push(seq)}`);
-  }
-  const { rows } = await deps.pool.query<JoinTokenRow>(
-    `SELECT ${COLUMNS} FROM join_tokens ${where.length ? `WHERE ${where.join(" AND ")}` : ""}
-     ORDER BY seq DESC LIMIT $${args.push(size + 1)}`,
-    args,
+  return listClusterPage<JoinTokenRow>(
+    deps,
+    principal,
+    {
+      rpc: "ListJoinTokens",
+      table: "join_tokens",
+      columns: COLUMNS,
+      noun: "join token",
+      stateFilters: STATE_FILTERS,
+    },
+    req,
   );
-  const shown = rows.slice(0, size);
-  return {
-    rows: shown,
-    nextPageToken: rows.length > size ? encodePageToken([shown.at(-1)!.seq], filters) : "",
-  };
 }
 
 export async function revokeJoinToken(

@@ -7,7 +7,9 @@ import {
   invalidArgument,
   pageSize,
   requestTimestamp,
-  type AuditEvent as StoredEvent,
+  AUDIT_COLUMNS,
+  auditEventFromRow,
+  type AuditRow,
   type AuditInput,
 } from "@fabric/platform";
 import {
@@ -27,26 +29,11 @@ import { principalRef, ts } from "./convert.js";
  * records org_id only on events safe for an organization to see); cluster-admins only their cluster's.
  */
 
-// seq is read as text (bigint beyond 2^53); ORDER BY names audit_events.seq so it sorts the number.
-const COLUMNS = `seq::text, id, at, actor_id, actor_kind, action, target_type, target_id, cluster_id, org_id,
-  outcome, details, prev_hash, hash, to_char(at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"') AS at_text`;
+// Platform's audit columns plus the time as text at microsecond precision, for page tokens.
+const COLUMNS = `${AUDIT_COLUMNS}, to_char(at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"') AS at_text`;
 
-interface Row {
-  seq: string;
-  id: string;
-  at: Date;
+interface Row extends AuditRow {
   at_text: string;
-  actor_id: string;
-  actor_kind: string;
-  action: string;
-  target_type: string;
-  target_id: string;
-  cluster_id: string;
-  org_id: string;
-  outcome: AuditInput["outcome"];
-  details: Record<string, string>;
-  prev_hash: Buffer;
-  hash: Buffer;
 }
 
 const OUTCOMES: Record<AuditInput["outcome"], AuditOutcome> = {
@@ -54,25 +41,6 @@ const OUTCOMES: Record<AuditInput["outcome"], AuditOutcome> = {
   refused: AuditOutcome.DENIED,
   failed: AuditOutcome.FAILED,
 };
-
-function stored(r: Row): StoredEvent {
-  return {
-    seq: BigInt(r.seq),
-    id: r.id,
-    at: r.at,
-    actorId: r.actor_id,
-    actorKind: r.actor_kind,
-    action: r.action,
-    targetType: r.target_type,
-    targetId: r.target_id,
-    clusterId: r.cluster_id,
-    orgId: r.org_id,
-    outcome: r.outcome,
-    details: r.details,
-    prevHash: r.prev_hash,
-    hash: r.hash,
-  };
-}
 
 function toProto(r: Row): AuditEvent {
   return create(AuditEventSchema, {
@@ -167,7 +135,7 @@ export function auditHandlers(r: Registry): Handlers<"listAudit" | "verifyAudit"
         );
         if (rows.length === 0) break;
         for (const row of rows) {
-          const event = stored(row);
+          const event = auditEventFromRow(row);
           const last = expected - 1n;
           const lastHash = prevHash.toString("hex");
           if (event.seq !== expected)
