@@ -973,7 +973,8 @@ export const CaService: GenService<{
    * Lists issued certificates, newest first, with optional filters.
    *
    * Callable by: platform-admin; cluster-admin (only certificates of their
-   * cluster are returned).
+   * cluster are returned); the enrollment service (to find certificates issued
+   * for a Sign whose answer was lost, which it then revokes).
    *
    * @generated from rpc fabric.ca.v1.CaService.ListCertificates
    */

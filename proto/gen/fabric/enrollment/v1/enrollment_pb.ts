@@ -1417,7 +1417,9 @@ export const EnrollmentService: GenService<{
    * to another cluster than `cluster_id`, InvalidArgument for malformed input
    * (including a CSR that is not P-256 or not signed by its own key, checked
    * before the token is used) and ResourceExhausted when the caller's address
-   * or the token is rate-limited. A refused Join uses nothing.
+   * or the token is rate-limited. A refused Join uses nothing. Sending Join
+   * again with the same token and the same key (a call whose answer was lost)
+   * returns the open or approved request it already made, using nothing.
    *
    * Callable by: anyone (anonymous; the token is the credential).
    *
@@ -1532,7 +1534,8 @@ export const EnrollmentService: GenService<{
    * with FailedPrecondition when the PIN was already used or has expired, with
    * Unauthenticated when it is wrong, and with ResourceExhausted after too
    * many wrong attempts (the developer id is locked out; an admin must issue a
-   * new PIN).
+   * new PIN). Fails with Aborted while another bootstrap of the same developer
+   * is in progress: retry in a moment.
    *
    * Callable by: anyone (anonymous; the PIN is the credential).
    *
