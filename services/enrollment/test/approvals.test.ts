@@ -288,6 +288,34 @@ describe("approval is idempotent and crash-safe", () => {
     );
   });
 
+  it("revokes the certificate of a Sign whose answer was lost, leaving the node one", async () => {
+    const node = await joined();
+    t.peers.caMode = "lose-answer";
+    try {
+      const err = await refusal(t.client(t.platformAdmin).approveJoinRequest({ joinRequestId: node.id }));
+      expect(err.code).toBe(Code.Unavailable);
+    } finally {
+      t.peers.caMode = "ok";
+    }
+    const messages = await watch(node).done;
+    expect(messages.at(-1)!.state).toBe(JoinRequestState.APPROVED);
+    // The client retried Unavailable a few times, and every one of those Signs was issued and lost.
+    const signed = t.peers.signRequests.filter((r) => r.authorizationRef === `join-request/${node.id}`);
+    expect(signed.length).toBeGreaterThanOrEqual(2);
+    const held = inspectCertificate(messages.at(-1)!.certificatePem).serialHex;
+    const issuedEvent = (
+      await listAudit(t.pool, { action: "join_request.certificate_issued", targetId: node.id }, { limit: 5 })
+    )[0]!;
+    expect(issuedEvent.details.serial).toBe(held);
+    const orphans = issuedEvent.details.abandonedSerials!.split(",");
+    expect(orphans).toHaveLength(signed.length - 1);
+    expect(orphans).not.toContain(held);
+    await expect
+      .poll(() => orphans.filter((serial) => !t.peers.revokedSerials.includes(serial)), { timeout: 10_000 })
+      .toEqual([]);
+    expect(t.peers.revokedSerials).not.toContain(held);
+  });
+
   it("returns a request the registry refuses to PENDING and revokes its certificate", async () => {
     const node = await joined();
     t.peers.registryMode = "refuse";
