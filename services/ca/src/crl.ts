@@ -1,20 +1,6 @@
-import { AsnConvert, OctetString } from "@peculiar/asn1-schema";
-import {
-  CRLNumber,
-  CRLReason,
-  CertificateList,
-  Extension,
-  Name,
-  RevokedCertificate,
-  TBSCertList,
-  Time,
-  Version,
-  id_ce_cRLNumber,
-  id_ce_cRLReasons,
-} from "@peculiar/asn1-x509";
 import type { Logger, PlainRoute, Pool } from "@fabric/platform";
+import { certificateList, crlSigner, tbsCertList, type CrlEntry, type CrlSigner } from "./crl-encoding.js";
 import { wholeSeconds } from "./der.js";
-import { revokedUnexpired } from "./inventory.js";
 import type { SigningAuthority } from "./signing-authority.js";
 
 export interface CrlOptions {
@@ -35,12 +21,15 @@ export class CrlPublisher {
   private building: Promise<void> = Promise.resolve();
   private debounce: NodeJS.Timeout | undefined;
   private schedule: NodeJS.Timeout | undefined;
+  private readonly signer: CrlSigner;
 
   constructor(
     private readonly pool: Pool,
     private readonly authority: SigningAuthority,
     private readonly options: CrlOptions,
-  ) {}
+  ) {
+    this.signer = crlSigner(authority);
+  }
 
   /** Builds now (queued behind a build in progress); resolves when the new CRL is being served. */
   rebuild(): Promise<void> {
@@ -85,59 +74,32 @@ export class CrlPublisher {
   };
 
   private async build(): Promise<void> {
-    const revoked = await revokedUnexpired(this.pool);
-    const { rows } = await this.pool.query<{ n: string }>("SELECT nextval('crl_number')::text AS n");
+    const [entries, { rows }] = await Promise.all([
+      crlEntries(this.pool),
+      this.pool.query<{ n: string }>("SELECT nextval('crl_number')::text AS n"),
+    ]);
     const thisUpdate = wholeSeconds(new Date());
-    const tbs = new TBSCertList({
-      version: Version.v2,
-      signature: this.authority.signatureAlgorithm,
-      issuer: AsnConvert.parse(this.authority.subjectDer, Name),
-      thisUpdate: new Time(thisUpdate),
-      nextUpdate: new Time(new Date(thisUpdate.getTime() + 2 * this.options.refreshMs)),
-      crlExtensions: [
-        this.authority.authorityKeyIdentifier,
-        new Extension({
-          extnID: id_ce_cRLNumber,
-          critical: false,
-          extnValue: new OctetString(AsnConvert.serialize(new CRLNumber(Number(rows[0]!.n)))),
-        }),
-      ],
+    const tbs = tbsCertList(this.signer, {
+      number: BigInt(rows[0]!.n),
+      thisUpdate,
+      nextUpdate: new Date(thisUpdate.getTime() + 2 * this.options.refreshMs),
+      entries,
     });
-    if (revoked.length > 0) {
-      tbs.revokedCertificates = revoked.map(
-        (r) =>
-          new RevokedCertificate({
-            userCertificate: serialBytes(r.serial),
-            revocationDate: new Time(wholeSeconds(r.revokedAt)),
-            // RFC 5280 5.3.1: omit the reason code rather than write `unspecified`.
-            ...(r.reason
-              ? {
-                  crlEntryExtensions: [
-                    new Extension({
-                      extnID: id_ce_cRLReasons,
-                      critical: false,
-                      extnValue: new OctetString(AsnConvert.serialize(new CRLReason(r.reason))),
-                    }),
-                  ],
-                }
-              : {}),
-          }),
-      );
-    }
-    const tbsDer = AsnConvert.serialize(tbs);
-    const crl = new CertificateList({
-      tbsCertList: tbs,
-      signatureAlgorithm: this.authority.signatureAlgorithm,
-      signature: this.authority.sign(tbsDer),
-    });
-    this.der = Buffer.from(AsnConvert.serialize(crl));
-    this.options.logger.debug({ entries: revoked.length, number: rows[0]!.n }, "CRL rebuilt");
+    this.der = certificateList(this.signer, tbs, Buffer.from(this.authority.sign(tbs)));
+    this.options.logger.debug({ entries: entries.length, number: rows[0]!.n }, "CRL rebuilt");
   }
 }
 
-/** INTEGER content bytes of a hex serial (a leading 0x00 keeps a high-bit serial positive). */
-function serialBytes(hex: string): ArrayBuffer {
-  const bytes = Buffer.from(hex.length % 2 ? `0${hex}` : hex, "hex");
-  const positive = bytes[0]! & 0x80 ? Buffer.concat([Buffer.from([0]), bytes]) : bytes;
-  return new Uint8Array(positive).buffer;
+/**
+ * The CRL's entries: revoked certificates that have not expired, oldest revocation first. Times come as
+ * whole epoch seconds and rows as arrays: at 100,000 rows, pg's timestamptz parsing into Dates took about
+ * as long as the query itself.
+ */
+export async function crlEntries(pool: Pool): Promise<CrlEntry[]> {
+  const { rows } = await pool.query<[string, string, number]>({
+    text: `SELECT serial, floor(extract(epoch FROM revoked_at))::int8, revocation_reason FROM certificates
+            WHERE revoked_at IS NOT NULL AND not_after > now() ORDER BY revoked_at, serial`,
+    rowMode: "array",
+  });
+  return rows.map(([serial, revokedAt, reason]) => ({ serial, revokedAt: Number(revokedAt), reason }));
 }

@@ -171,14 +171,3 @@ export async function listCertificates(
     nextPageToken: more ? encodePageToken(positionOf(certificates.at(-1)!), pageScope(filter)) : "",
   };
 }
-
-/** Revoked certificates that have not expired: the CRL's entries. */
-export async function revokedUnexpired(
-  pool: Pool,
-): Promise<{ serial: string; revokedAt: Date; reason: number }[]> {
-  const { rows } = await pool.query<{ serial: string; revoked_at: Date; revocation_reason: number }>(
-    `SELECT serial, revoked_at, revocation_reason FROM certificates
-      WHERE revoked_at IS NOT NULL AND not_after > now() ORDER BY revoked_at, serial`,
-  );
-  return rows.map((r) => ({ serial: r.serial, revokedAt: r.revoked_at, reason: r.revocation_reason }));
-}

@@ -1,10 +1,25 @@
 import { spawnSync } from "node:child_process";
+import { createPrivateKey, createPublicKey, randomBytes, verify } from "node:crypto";
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { create } from "@bufbuild/protobuf";
 import { timestampDate } from "@bufbuild/protobuf/wkt";
 import { Code, ConnectError } from "@connectrpc/connect";
+import { AsnConvert, OctetString } from "@peculiar/asn1-schema";
+import {
+  CRLNumber,
+  CRLReason,
+  CertificateList,
+  Extension,
+  Name,
+  RevokedCertificate,
+  TBSCertList,
+  Time,
+  Version,
+  id_ce_cRLNumber,
+  id_ce_cRLReasons,
+} from "@peculiar/asn1-x509";
 import {
   CaService,
   RevocationReason,
@@ -21,13 +36,18 @@ import {
   generateP256KeyPair,
   inspectCertificate,
   listAudit,
+  migrate,
   splitCertificates,
   type Pool,
   type TlsCredentials,
 } from "@fabric/platform";
-import { createTestPki } from "@fabric/platform/testing";
+import { createTestDatabase, createTestPki } from "@fabric/platform/testing";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { startFabric, type Fabric } from "../../../test/harness/fabric.js";
+import { CrlPublisher } from "../src/crl.js";
+import { childrenOf, rawOf, readTlv, valueOf, wholeSeconds } from "../src/der.js";
+import { caDefinition } from "../src/service.js";
+import { SigningAuthority } from "../src/signing-authority.js";
 
 let fabric: Fabric;
 let pool: Pool;
@@ -479,3 +499,191 @@ describe("WatchRevocations", () => {
     },
   );
 });
+
+/**
+ * The CRL's TBSCertList as the publisher built it with @peculiar/asn1-x509 before it was written by hand,
+ * from the rows of its query then: the reference the hand-written DER must equal byte for byte.
+ */
+async function referenceTbsCertList(
+  pool: Pool,
+  authority: SigningAuthority,
+  header: { thisUpdate: Date; nextUpdate: Date; number: number },
+): Promise<Buffer> {
+  const { rows } = await pool.query<{ serial: string; revoked_at: Date; revocation_reason: number }>(
+    `SELECT serial, revoked_at, revocation_reason FROM certificates
+      WHERE revoked_at IS NOT NULL AND not_after > now() ORDER BY revoked_at, serial`,
+  );
+  const tbs = new TBSCertList({
+    version: Version.v2,
+    signature: authority.signatureAlgorithm,
+    issuer: AsnConvert.parse(authority.subjectDer, Name),
+    thisUpdate: new Time(header.thisUpdate),
+    nextUpdate: new Time(header.nextUpdate),
+    crlExtensions: [
+      authority.authorityKeyIdentifier,
+      new Extension({
+        extnID: id_ce_cRLNumber,
+        critical: false,
+        extnValue: new OctetString(AsnConvert.serialize(new CRLNumber(header.number))),
+      }),
+    ],
+  });
+  if (rows.length > 0) {
+    tbs.revokedCertificates = rows.map((r) => {
+      const hex = r.serial.length % 2 ? `0${r.serial}` : r.serial;
+      const bytes = Buffer.from(hex, "hex");
+      return new RevokedCertificate({
+        userCertificate: new Uint8Array(bytes[0]! & 0x80 ? Buffer.concat([Buffer.from([0]), bytes]) : bytes)
+          .buffer,
+        revocationDate: new Time(wholeSeconds(r.revoked_at)),
+        ...(r.revocation_reason
+          ? {
+              crlEntryExtensions: [
+                new Extension({
+                  extnID: id_ce_cRLReasons,
+                  critical: false,
+                  extnValue: new OctetString(AsnConvert.serialize(new CRLReason(r.revocation_reason))),
+                }),
+              ],
+            }
+          : {}),
+      });
+    });
+  }
+  return Buffer.from(AsnConvert.serialize(tbs));
+}
+
+describe("CRL encoding", () => {
+  it("writes the same TBSCertList @peculiar/asn1-x509 did for the same rows, signed, and openssl reads it", async () => {
+    const db = await createTestDatabase("cacrl");
+    const crlPool = createPool({ url: db.url, schema: "ca" });
+    try {
+      await migrate({ url: db.url, schema: "ca", dir: caDefinition.migrationsDir });
+      const pki = await createTestPki();
+      const authority = await SigningAuthority.create(
+        pki.intermediatePem,
+        createPrivateKey(pki.intermediateKeyPem),
+      );
+      const publisher = new CrlPublisher(crlPool, authority, {
+        refreshMs: 3_600_000,
+        debounceMs: 100,
+        logger: createLogger({ service: "ca-test", level: "error" }),
+      });
+
+      /** Rebuilds, checks the signature and the TBSCertList against the reference; returns the DER. */
+      const rebuildAndCompare = async () => {
+        await publisher.rebuild();
+        const der = servedCrl(publisher);
+        const [tbs, , signature] = childrenOf(der, readTlv(der, 0));
+        const parsed = AsnConvert.parse(der, CertificateList).tbsCertList;
+        const numberExtension = parsed.crlExtensions!.find((e) => e.extnID === id_ce_cRLNumber)!;
+        const reference = await referenceTbsCertList(crlPool, authority, {
+          thisUpdate: parsed.thisUpdate.getTime(),
+          nextUpdate: parsed.nextUpdate!.getTime(),
+          number: AsnConvert.parse(numberExtension.extnValue, CRLNumber).value,
+        });
+        expect(rawOf(der, tbs!).toString("hex")).toBe(reference.toString("hex"));
+        const signatureBits = valueOf(der, signature!).subarray(1);
+        expect(verify("sha256", rawOf(der, tbs!), createPublicKey(pki.intermediatePem), signatureBits)).toBe(
+          true,
+        );
+        return der;
+      };
+
+      // No entries: revokedCertificates is left out.
+      const empty = await rebuildAndCompare();
+      expect(AsnConvert.parse(empty, CertificateList).tbsCertList.revokedCertificates).toBeUndefined();
+
+      // Serials of every shape the INTEGER encoding cares about (odd digit counts, high bit set, short), all
+      // reasons, fractional seconds (truncated), ties on the time, UTCTime's last second and GeneralizedTime.
+      const serials = [
+        ...Array.from({ length: 200 }, () => randomBytes(16).toString("hex").replace(/^0+/, "")),
+        `ff${randomBytes(15).toString("hex")}`,
+        `7f${randomBytes(15).toString("hex")}`,
+        "abc",
+        "1",
+        "80",
+      ];
+      const reasons = [0, 1, 2, 3, 4, 5, 6, 8, 9, 10];
+      const times = serials.map((_, i) => new Date(Date.now() - 1_000_000 + Math.floor(i / 3) * 7_919.123));
+      times[serials.length - 3] = new Date("2049-12-31T23:59:59.999Z");
+      times[serials.length - 2] = new Date("2050-01-01T00:00:00.500Z");
+      times[serials.length - 1] = new Date("2061-03-04T05:06:07Z");
+      const insert = (
+        rows: { serial: string; notAfter: Date; revokedAt: Date | null; reason: number | null }[],
+      ) =>
+        crlPool.query(
+          `INSERT INTO certificates (serial, principal_kind, principal_id, spiffe_id, not_before, not_after,
+             fingerprint_sha256, authorization_ref, issued_at, revoked_at, revocation_reason)
+           SELECT s, 'node', 'n-' || s, 'spiffe://fabric.test/cluster/c1/node/n-' || s, now() - interval '1 day',
+             na, 'fp-' || s, 'test', now() - interval '1 day', ra, r
+           FROM unnest($1::text[], $2::timestamptz[], $3::timestamptz[], $4::int[]) AS t(s, na, ra, r)`,
+          [
+            rows.map((r) => r.serial),
+            rows.map((r) => r.notAfter),
+            rows.map((r) => r.revokedAt),
+            rows.map((r) => r.reason),
+          ],
+        );
+      const inAMonth = new Date(Date.now() + 30 * 86_400_000);
+      await insert(
+        serials.map((serial, i) => ({
+          serial,
+          notAfter: inAMonth,
+          revokedAt: times[i]!,
+          reason: reasons[i % reasons.length]!,
+        })),
+      );
+      // Neither an expired revoked certificate nor a valid one is listed.
+      const expired = "e0e0e0e0e0e0e0e0";
+      const valid = "a1a1a1a1a1a1a1a1";
+      await insert([
+        {
+          serial: expired,
+          notAfter: new Date(Date.now() - 1_000),
+          revokedAt: new Date(Date.now() - 60_000),
+          reason: 1,
+        },
+        { serial: valid, notAfter: inAMonth, revokedAt: null, reason: null },
+      ]);
+
+      const der = await rebuildAndCompare();
+      const file = join(dir, "encoded-crl.der");
+      writeFileSync(file, der);
+      const chain = join(dir, "test-pki-chain.pem");
+      writeFileSync(chain, pki.intermediatePem + pki.rootPem);
+      const text = openssl(["crl", "-inform", "DER", "-in", file, "-CAfile", chain, "-noout", "-text"]);
+      expect(text).toMatch(/verify OK/);
+      expect(text.match(/Serial Number:/g)).toHaveLength(serials.length);
+      expect(text).toContain(
+        `Serial Number: ${serials[0]!.toUpperCase().padStart(serials[0]!.length + (serials[0]!.length % 2), "0")}`,
+      );
+      expect(text).not.toContain("E0E0E0E0E0E0E0E0");
+      expect(text).not.toContain("A1A1A1A1A1A1A1A1");
+      for (const reason of [
+        "Key Compromise",
+        "CA Compromise",
+        "Superseded",
+        "Privilege Withdrawn",
+        "AA Compromise",
+      ]) {
+        expect(text).toContain(reason);
+      }
+      expect(text.match(/CRL Reason Code/g)).toHaveLength(
+        serials.length - Math.ceil(serials.length / reasons.length),
+      );
+    } finally {
+      await crlPool.end();
+      await db.drop();
+    }
+  });
+});
+
+/** The DER the publisher serves at /crl. */
+function servedCrl(publisher: CrlPublisher): Buffer {
+  let body: Buffer | undefined;
+  const res = { writeHead: () => res, end: (chunk?: Buffer) => void (body = chunk) };
+  publisher.route({ method: "GET" } as never, res as never);
+  if (!body) throw new Error("the CRL publisher has no CRL to serve");
+  return body;
+}
