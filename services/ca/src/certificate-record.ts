@@ -1,5 +1,5 @@
 import type { IdentityClaims, PrincipalKind } from "@fabric/platform";
-import type { IssuedLeaf } from "./leaf-issuer.js";
+import type { LeafSummary } from "./leaf-issuer.js";
 
 /** What the CA records about each certificate it issues (public facts only). */
 export interface CertificateRecord {
@@ -22,7 +22,7 @@ export interface CertificateRecord {
 export const GRANT_SEPARATOR = ",";
 
 export function recordOf(
-  leaf: IssuedLeaf,
+  leaf: LeafSummary,
   claims: IdentityClaims,
   grants: string[],
   authorizationRef: string,

@@ -61,13 +61,16 @@ export function verifyCsrPem(csrPem: string): VerifiedKey {
     }
     throw err;
   }
+  const point = uncompressedP256Point(spki);
   let publicKey: KeyObject;
   try {
-    publicKey = importPublicKey(spki);
+    publicKey = point ? importP256Point(point) : createPublicKey({ key: spki, format: "der", type: "spki" });
   } catch {
     throw invalidArgument(`the CSR's public key cannot be read; Fabric accepts ${ACCEPTED_KEYS}`);
   }
-  if (!isP256(publicKey)) {
+  // A key imported from P-256 coordinates is a P-256 key with a finite point by construction; any other
+  // encoding is checked, so the refusal can say what the key is.
+  if (!point && !isP256(publicKey)) {
     throw invalidArgument(
       `the CSR's key is ${describePublicKey(publicKey)}; Fabric accepts only ${ACCEPTED_KEYS}`,
     );
@@ -95,28 +98,26 @@ export function verifyCsrPem(csrPem: string): VerifiedKey {
 // SubjectPublicKeyInfo of an uncompressed P-256 key, up to the 65-byte point.
 const P256_SPKI_PREFIX = Buffer.from("3059301306072a8648ce3d020106082a8648ce3d030107034200", "hex");
 
+/** The 04 || X || Y point of an SPKI that is an uncompressed P-256 key (all Fabric's keys), else undefined. */
+function uncompressedP256Point(spki: Buffer): Buffer | undefined {
+  if (spki.length !== P256_SPKI_PREFIX.length + 65) return undefined;
+  if (!spki.subarray(0, P256_SPKI_PREFIX.length).equals(P256_SPKI_PREFIX)) return undefined;
+  const point = spki.subarray(P256_SPKI_PREFIX.length);
+  return point[0] === 0x04 ? point : undefined;
+}
+
 /**
- * A KeyObject for the CSR's key. P-256 keys (all Fabric accepts) are imported as JWK coordinates, which
- * skips OpenSSL 3's generic DER decoder and costs about half as much; anything else goes through the
- * decoder so the refusal can say what the key is.
+ * A KeyObject for a P-256 point, imported as JWK coordinates: that skips OpenSSL 3's generic DER decoder
+ * and costs about half as much. OpenSSL still refuses a point that is not on the curve.
  */
-function importPublicKey(spki: Buffer): KeyObject {
-  if (
-    spki.length === P256_SPKI_PREFIX.length + 65 &&
-    spki.subarray(0, P256_SPKI_PREFIX.length).equals(P256_SPKI_PREFIX)
-  ) {
-    const point = spki.subarray(P256_SPKI_PREFIX.length);
-    if (point[0] === 0x04) {
-      return createPublicKey({
-        key: {
-          kty: "EC",
-          crv: "P-256",
-          x: point.subarray(1, 33).toString("base64url"),
-          y: point.subarray(33).toString("base64url"),
-        },
-        format: "jwk",
-      });
-    }
-  }
-  return createPublicKey({ key: spki, format: "der", type: "spki" });
+function importP256Point(point: Buffer): KeyObject {
+  return createPublicKey({
+    key: {
+      kty: "EC",
+      crv: "P-256",
+      x: point.subarray(1, 33).toString("base64url"),
+      y: point.subarray(33).toString("base64url"),
+    },
+    format: "jwk",
+  });
 }

@@ -2,9 +2,29 @@ import { transaction, type AuditInput, type Pool } from "@fabric/platform";
 import type { CertificateRecord } from "./certificate-record.js";
 import { insertCertificates } from "./inventory.js";
 
-interface Pending {
+/** One issuance as the inventory and the audit log record it. */
+export interface IssuanceEntry {
   record: CertificateRecord;
   audit: AuditInput;
+}
+
+/** Records a batch of issuances in one transaction; resolves with the serials that were new. */
+export type BatchWriter = (entries: IssuanceEntry[]) => Promise<Set<string>>;
+
+/** The batch transaction: the inventory rows in one statement, then the audit event of each new one. */
+export function writeIssuances(pool: Pool): BatchWriter {
+  return (entries) =>
+    transaction(pool, async (tx) => {
+      const rows = await insertCertificates(
+        tx,
+        entries.map((e) => e.record),
+      );
+      for (const e of entries) if (rows.has(e.record.serial)) tx.audit(e.audit);
+      return rows;
+    });
+}
+
+interface Pending extends IssuanceEntry {
   resolve: () => void;
   reject: (err: unknown) => void;
 }
@@ -45,7 +65,7 @@ export class IssuanceLog {
   private scheduled = false;
 
   constructor(
-    private readonly pool: Pool,
+    private readonly write: BatchWriter,
     private readonly maxBatch = 1_000,
     private readonly maxInFlight = 2,
   ) {}
@@ -86,14 +106,8 @@ export class IssuanceLog {
   private async commit(batch: Pending[]): Promise<void> {
     let inserted: Set<string>;
     try {
-      inserted = await transaction(this.pool, async (tx) => {
-        const rows = await insertCertificates(
-          tx,
-          batch.map((p) => p.record),
-        );
-        for (const p of batch) if (rows.has(p.record.serial)) tx.audit(p.audit);
-        return rows;
-      });
+      // Only the data: the batch crosses to the recorder thread.
+      inserted = await this.write(batch.map(({ record, audit }) => ({ record, audit })));
     } catch (err) {
       for (const p of batch) p.reject(err);
       return;

@@ -22,7 +22,14 @@ parentPort!.on("message", (jobs: IssueJob[]) => {
       });
       return {
         id: job.id,
-        leaf: { ...leaf, notBefore: leaf.notBefore.getTime(), notAfter: leaf.notAfter.getTime() },
+        leaf: {
+          pem: leaf.pem,
+          serialHex: leaf.serialHex,
+          fingerprintSha256: leaf.fingerprintSha256,
+          spiffeId: leaf.spiffeId,
+          notBefore: leaf.notBefore.getTime(),
+          notAfter: leaf.notAfter.getTime(),
+        },
       };
     } catch (err) {
       return err instanceof FabricError

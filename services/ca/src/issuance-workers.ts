@@ -1,7 +1,7 @@
 import { Worker } from "node:worker_threads";
 import { FabricError, type FabricErrorKind, type IdentityClaims } from "@fabric/platform";
 import { verifyCsrPem } from "./csr-verifier.js";
-import type { IssuedLeaf, LeafIssuer, LeafIssuerOptions } from "./leaf-issuer.js";
+import type { LeafIssuer, LeafIssuerOptions, LeafSummary } from "./leaf-issuer.js";
 
 /** One Sign's CPU work: verify the CSR, build and sign the certificate. */
 export interface IssueJob {
@@ -14,14 +14,14 @@ export interface IssueJob {
   ipAddresses: string[];
 }
 
-type WireLeaf = Omit<IssuedLeaf, "notBefore" | "notAfter"> & { notBefore: number; notAfter: number };
+type WireLeaf = Omit<LeafSummary, "notBefore" | "notAfter"> & { notBefore: number; notAfter: number };
 
 export type IssueReply =
   | { id: number; leaf: WireLeaf; error?: undefined }
   | { id: number; error: { kind: FabricErrorKind; message: string }; leaf?: undefined };
 
 interface Pending {
-  resolve: (leaf: IssuedLeaf) => void;
+  resolve: (leaf: LeafSummary) => void;
   reject: (err: unknown) => void;
 }
 
@@ -80,7 +80,7 @@ export class IssuanceWorkers {
     return new IssuanceWorkers(slots, inline);
   }
 
-  issue(job: Omit<IssueJob, "id">): Promise<IssuedLeaf> {
+  issue(job: Omit<IssueJob, "id">): Promise<LeafSummary> {
     if (this.slots.length === 0) {
       const { spki } = verifyCsrPem(job.csrPem);
       return Promise.resolve(
@@ -128,11 +128,6 @@ export class IssuanceWorkers {
       return;
     }
     const leaf = reply.leaf;
-    p.resolve({
-      ...leaf,
-      der: Buffer.from(leaf.der),
-      notBefore: new Date(leaf.notBefore),
-      notAfter: new Date(leaf.notAfter),
-    });
+    p.resolve({ ...leaf, notBefore: new Date(leaf.notBefore), notAfter: new Date(leaf.notAfter) });
   }
 }

@@ -52,6 +52,9 @@ export interface IssuedLeaf {
   notAfter: Date;
 }
 
+/** A leaf as Sign answers and records it: the DER stays where it was signed, the PEM carries it on. */
+export type LeafSummary = Omit<IssuedLeaf, "der">;
+
 export interface LeafIssuerOptions {
   /** The issuing (intermediate) CA certificate, PEM. */
   issuerCertificatePem: string;

@@ -13,6 +13,7 @@ import { recordOf } from "./certificate-record.js";
 import { CrlPublisher } from "./crl.js";
 import { insertCertificates } from "./inventory.js";
 import { IssuanceLog, issuanceAudit } from "./issuance-log.js";
+import { IssuanceRecorder } from "./issuance-recorder.js";
 import { IssuanceWorkers } from "./issuance-workers.js";
 import { WrongPassphraseError, resolvePassphrase } from "./key-custody.js";
 import { LeafIssuer } from "./leaf-issuer.js";
@@ -33,7 +34,9 @@ export interface CaRuntime {
   leaves: LeafIssuer;
   /** Sign's CSR verification and signing, off the main thread. */
   workers: IssuanceWorkers;
+  /** Group commit of issued certificates and their audit events, written by `recorder`. */
   issuance: IssuanceLog;
+  recorder: IssuanceRecorder;
   revoker: Revoker;
   broadcaster: RevocationBroadcaster;
   crl: CrlPublisher;
@@ -41,6 +44,9 @@ export interface CaRuntime {
   /** Brings certificates issued offline since the last call into the inventory. */
   importOffline(): Promise<void>;
 }
+
+// The group commit writes one batch while the previous one waits for its commit (issuance-log.ts).
+const ISSUANCE_BATCHES_IN_FLIGHT = 2;
 
 // Built lazily and shared by the definition's build() and renew(), whichever the runtime calls first.
 const runtimes = new WeakMap<object, Promise<CaRuntime>>();
@@ -104,6 +110,11 @@ async function createRuntime(ctx: ServiceContext<CaConfig>): Promise<CaRuntime> 
   const issuerOptions = { issuerCertificatePem: ca.intermediatePem, issuerKey: ca.intermediateKey, ...urls };
   const leaves = await LeafIssuer.create(issuerOptions);
   const workers = await IssuanceWorkers.start(config.issuanceWorkers, issuerOptions, leaves);
+  const recorder = await IssuanceRecorder.start({
+    databaseUrl: config.databaseUrl,
+    schema: ctx.name,
+    connections: ISSUANCE_BATCHES_IN_FLIGHT,
+  });
   const authority = await SigningAuthority.create(ca.intermediatePem, ca.intermediateKey);
   const crl = new CrlPublisher(pool, authority, {
     refreshMs: config.crlRefreshMs,
@@ -145,7 +156,8 @@ async function createRuntime(ctx: ServiceContext<CaConfig>): Promise<CaRuntime> 
     lifetimes,
     leaves,
     workers,
-    issuance: new IssuanceLog(pool, config.issuanceBatchMax),
+    issuance: new IssuanceLog(recorder.write, config.issuanceBatchMax, ISSUANCE_BATCHES_IN_FLIGHT),
+    recorder,
     revoker,
     broadcaster,
     crl,

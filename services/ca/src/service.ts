@@ -34,6 +34,8 @@ import { CA_SETTINGS } from "./settings.js";
  *   FABRIC_SERVICE_LIFETIME_MS    service certificates, default and cap (24 h), the CA's own included;
  *                                 short values exercise renewal in tests.
  *   FABRIC_ISSUANCE_BATCH_MAX     most certificates recorded per group-commit transaction (default 1000).
+ *                                 The CA commits them on a thread of its own, over 2 database
+ *                                 connections besides FABRIC_DB_POOL_SIZE.
  *   FABRIC_ISSUANCE_WORKERS       worker threads verifying CSRs and signing (default: cores - 1;
  *                                 0 = on the main thread).
  */
@@ -55,7 +57,7 @@ export const caDefinition: ServiceDefinition<typeof CA_SETTINGS> = {
       async stop() {
         await rt.crl.stop();
         await rt.issuance.drain();
-        await rt.workers.close();
+        await Promise.all([rt.recorder.close(), rt.workers.close()]);
       },
     };
   },
