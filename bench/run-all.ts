@@ -1,7 +1,7 @@
 // `npm run bench`: every benchmark, one after the other; `npm run bench:smoke` (BENCH_QUICK=1) is the
-// ~1-minute CI smoke of the same. The benches in MINE share one control plane started here; every other
-// bench/<name>/run.ts (issuance, and fanout or routing when the router's benches exist) runs as its own
-// process, as its owner wrote it. Exits non-zero if any bench failed to run.
+// CI smoke of the same (bench/test/smoke.test.ts). The benches in MINE share one control plane started
+// here; every other bench/<name>/run.ts (issuance, fanout, routing) runs as its own process. Exits non-zero
+// if any bench failed to run.
 import { spawn } from "node:child_process";
 import { existsSync, readdirSync } from "node:fs";
 import { join } from "node:path";

@@ -118,13 +118,23 @@ async function* cutOnRevocation<T>(
   principal: Principal,
   revocations: RevocationSet,
 ): AsyncGenerator<T> {
-  let revoked!: () => void;
-  const revokedSignal = new Promise<"revoked">((resolve) => (revoked = () => resolve("revoked")));
-  const unwatch = revocations.watch(principal, revoked);
+  // A fresh promise per wait: racing every message against one long-lived promise would leave a reaction
+  // on it per message for the whole life of the stream.
+  let isRevoked = false;
+  let wake: (() => void) | undefined;
+  const unwatch = revocations.watch(principal, () => {
+    isRevoked = true;
+    wake?.();
+  });
   const iterator = messages[Symbol.asyncIterator]();
   try {
     for (;;) {
+      const revokedSignal = new Promise<"revoked">((resolve) => {
+        wake = () => resolve("revoked");
+        if (isRevoked) wake();
+      });
       const step = await Promise.race([iterator.next(), revokedSignal]);
+      wake = undefined;
       if (step === "revoked") {
         throw new ConnectError(
           `certificate ${principal.serialHex} was revoked; this stream is closed. Re-enroll to get a new identity`,

@@ -1,3 +1,4 @@
+import { constants } from "node:crypto";
 import http2 from "node:http2";
 import type { Server as HttpServer } from "node:http";
 import type { AddressInfo, Socket } from "node:net";
@@ -144,6 +145,9 @@ export async function createRpcServer(options: RpcServerOptions): Promise<RpcSer
       requestCert: true,
       rejectUnauthorized: (options.clientCertificates ?? "required") === "required",
       allowHTTP1: true, // gRPC-web and Connect clients may speak HTTP/1.1
+      // Fabric's clients keep their connections rather than resume TLS sessions; tickets would only cost
+      // 8-15 KiB per connection (measured with 10,000 agents on one router).
+      secureOptions: constants.SSL_OP_NO_TICKET,
     },
     handler,
   );

@@ -1,5 +1,11 @@
 import { MembershipState } from "@fabric/proto/fabric/registry/v1/inventory_pb.js";
-import { compareIds, type ClusterState, type FabricModel, type NodeRecord } from "./fabric-model.js";
+import {
+  compareIds,
+  type ClusterState,
+  type FabricModel,
+  type NodeRecord,
+  type ProbeRecord,
+} from "./fabric-model.js";
 import {
   ACTIVE_EXTENSION_SCORE,
   ENTRY_ROLE,
@@ -262,7 +268,7 @@ export class ClusterPeers {
       const c = this.candidates.get(id);
       if (!c || c.excludedReason || !this.considers(sel, nodeId, id)) return false;
       if (!sel.cutoff) return true;
-      const total = this.rank(nodeId, this.model.nodes.get(nodeId), sel.nodeClass, c);
+      const total = this.rank(this.model.nodes.get(nodeId), sel.nodeClass, c, this.probeBetween(nodeId, id));
       return total > sel.cutoff.total || (total === sel.cutoff.total && id < sel.cutoff.id);
     };
     for (const id of update.changed) if (test(id)) return true;
@@ -326,24 +332,36 @@ export class ClusterPeers {
   consider(nodeId: string, cls: NodeClass, group = this.groupFor(nodeId, cls, false)): RankedCandidate[] {
     const self = this.model.nodes.get(nodeId);
     const ranked: RankedCandidate[] = [];
+    // The node's own probe figures, and who probed it, looked up once rather than per candidate.
+    const probed = this.cluster.probes.get(nodeId);
+    const probers = this.cluster.probedBy.get(nodeId);
     const add = (id: string) => {
       if (id === nodeId) return;
       const c = this.candidates.get(id);
-      if (c && !c.excludedReason) ranked.push({ info: c, total: this.rank(nodeId, self, cls, c) });
+      if (!c || c.excludedReason) return;
+      const probe = probed?.get(id) ?? (probers?.has(id) ? this.cluster.probe(id, nodeId) : undefined);
+      ranked.push({ info: c, total: this.rank(self, cls, c, probe) });
     };
     for (const id of group.window) add(id);
-    const probed = this.cluster.probes.get(nodeId);
     if (probed) for (const id of probed.keys()) if (!group.window.has(id)) add(id);
-    const probers = this.cluster.probedBy.get(nodeId);
     if (probers) {
       for (const id of probers) if (!group.window.has(id) && !probed?.has(id)) add(id);
     }
     return ranked.sort(byTotalThenId);
   }
 
+  /** Probe figures of a pair: the selecting node's own, else the candidate's of it. */
+  private probeBetween(nodeId: string, candidateId: string): ProbeRecord | undefined {
+    return this.cluster.probe(nodeId, candidateId) ?? this.cluster.probe(candidateId, nodeId);
+  }
+
   /** The selecting node's total score of one candidate, without building the factors. */
-  rank(nodeId: string, self: NodeRecord | undefined, cls: NodeClass, c: CandidateInfo): number {
-    const probe = this.cluster.probe(nodeId, c.id) ?? this.cluster.probe(c.id, nodeId);
+  rank(
+    self: NodeRecord | undefined,
+    cls: NodeClass,
+    c: CandidateInfo,
+    probe: ProbeRecord | undefined,
+  ): number {
     return weightedSum(
       latencyScore(probe?.latencyMs),
       lossScore(probe?.loss),
@@ -359,7 +377,7 @@ export class ClusterPeers {
   /** The selecting node's score of one candidate, factor by factor. */
   score(nodeId: string, cls: NodeClass, c: CandidateInfo): ScoredCandidate {
     const self = this.model.nodes.get(nodeId);
-    const probe = this.cluster.probe(nodeId, c.id) ?? this.cluster.probe(c.id, nodeId);
+    const probe = this.probeBetween(nodeId, c.id);
     const factors: Factors = {
       latency: latencyScore(probe?.latencyMs),
       loss: lossScore(probe?.loss),

@@ -1,5 +1,4 @@
 import { toBinary } from "@bufbuild/protobuf";
-import { TimestampSchema, timestampFromMs } from "@bufbuild/protobuf/wkt";
 import { WorkloadSpecSchema } from "@fabric/proto/fabric/common/v1/workload_pb.js";
 import {
   EntryPolicySchema,
@@ -43,6 +42,8 @@ const ROUTE = {
   cost: 7,
 } as const;
 const ASSIGNED_WORKLOAD = { spec: 1, generation: 2 } as const;
+const TIMESTAMP = { seconds: 1, nanos: 2 } as const;
+const SIGNED_SNAPSHOT = { snapshot: 1, signature: 2, signatureAlgorithm: 3, signerChainPem: 4 } as const;
 
 /** Protobuf wire types used here. */
 const VARINT = 0;
@@ -135,7 +136,12 @@ class Writer {
 
   /** A length-delimited field whose content `write` produces. */
   message(field: number, write: () => void): this {
-    this.tag(field, LENGTH_DELIMITED).ensure(5);
+    return this.tag(field, LENGTH_DELIMITED).delimited(write);
+  }
+
+  /** A length prefix and the content `write` produces (a field's value without its tag). */
+  delimited(write: () => void): this {
+    this.ensure(5);
     const lengthAt = this.pos;
     this.pos += 5; // room for the longest length prefix; moved down once the length is known
     write();
@@ -160,6 +166,7 @@ function varintSize(value: number): number {
 
 const snapshotWriter = new Writer();
 const identityWriter = new Writer();
+const envelopeWriter = new Writer();
 
 /** A peer's fields that depend only on the peer: node id, addresses, region. */
 export function encodePeerIdentity(nodeId: string, addresses: readonly string[], region: string): Uint8Array {
@@ -251,6 +258,41 @@ export function appendVersion(content: Uint8Array, version: bigint, nowMs: numbe
   const w = snapshotWriter.begin();
   w.raw(content);
   w.uint64(SNAPSHOT.version, version);
-  w.bytes(SNAPSHOT.generatedAt, toBinary(TimestampSchema, timestampFromMs(nowMs)));
+  // google.protobuf.Timestamp, as timestampFromMs() makes it (generation times are after 1970).
+  const seconds = Math.floor(nowMs / 1_000);
+  const nanos = (nowMs - seconds * 1_000) * 1_000_000;
+  w.message(SNAPSHOT.generatedAt, () => {
+    if (seconds !== 0) w.uint64(TIMESTAMP.seconds, BigInt(seconds));
+    if (nanos !== 0) w.uint32(TIMESTAMP.nanos, nanos);
+  });
+  return w.finish();
+}
+
+/** A signer's part of every SignedSnapshot (algorithm and certificate chain), encoded once per identity. */
+export function encodeSignerFields(
+  signatureAlgorithm: string,
+  signerChainPem: readonly string[],
+): Uint8Array {
+  const w = envelopeWriter.begin();
+  w.string(SIGNED_SNAPSHOT.signatureAlgorithm, signatureAlgorithm);
+  for (const pem of signerChainPem) w.string(SIGNED_SNAPSHOT.signerChainPem, pem);
+  return w.finish();
+}
+
+/**
+ * A SignedSnapshot as the value of a length-delimited field (length prefix, then the message), from the
+ * snapshot bytes, their signature and encodeSignerFields() of the signer.
+ */
+export function encodeSignedSnapshotValue(
+  snapshot: Uint8Array,
+  signature: Uint8Array,
+  signerFields: Uint8Array,
+): Uint8Array {
+  const w = envelopeWriter.begin();
+  w.delimited(() => {
+    w.bytes(SIGNED_SNAPSHOT.snapshot, snapshot);
+    w.bytes(SIGNED_SNAPSHOT.signature, signature);
+    w.raw(signerFields);
+  });
   return w.finish();
 }

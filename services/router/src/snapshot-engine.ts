@@ -238,7 +238,11 @@ interface ClusterRuntime {
 }
 
 function updateReferences(runtime: ClusterRuntime, nodeId: string, refs: Set<string> | undefined): void {
-  for (const id of runtime.refs.get(nodeId) ?? []) {
+  const previous = runtime.refs.get(nodeId);
+  // Usually a rebuilt snapshot names the same nodes (a peer's score moved): the index stays as it is,
+  // without touching the large reverse sets of popular peers.
+  if (previous && refs && sameMembers(previous, refs)) return;
+  for (const id of previous ?? []) {
     const by = runtime.referencedBy.get(id);
     by?.delete(nodeId);
     if (by?.size === 0) runtime.referencedBy.delete(id);
@@ -253,6 +257,12 @@ function updateReferences(runtime: ClusterRuntime, nodeId: string, refs: Set<str
     if (!by) runtime.referencedBy.set(id, (by = new Set()));
     by.add(nodeId);
   }
+}
+
+function sameMembers(a: Set<string>, b: Set<string>): boolean {
+  if (a.size !== b.size) return false;
+  for (const x of a) if (!b.has(x)) return false;
+  return true;
 }
 
 function sameBytes(bytes: Uint8Array, length: number, other: Uint8Array): boolean {

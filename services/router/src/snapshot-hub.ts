@@ -49,9 +49,20 @@ export class Subscription {
   }
 }
 
+/**
+ * Deliveries handed to streams per turn of the event loop. One registry change can give thousands of
+ * nodes a new version at once; each stream then signs, serializes and writes. Handed over in slices,
+ * the first agents' bytes are on the wire while the rest are still being prepared, and incoming
+ * traffic (keepalive PINGs, new connections) is served in between instead of after the whole batch.
+ */
+const DELIVERY_SLICE = 256;
+
 /** Open Watch streams by snapshot key (cluster/node); several streams may watch one key. */
 export class SnapshotHub {
   private readonly subscribers = new Map<string, Set<Subscription>>();
+  /** Deliveries not yet handed to the streams, oldest first; a newer one for a key replaces the queued one. */
+  private readonly queue = new Map<string, Delivery>();
+  private draining = false;
 
   get streams(): number {
     let n = 0;
@@ -71,8 +82,25 @@ export class SnapshotHub {
     return sub;
   }
 
+  /** Hands `delivery` to the key's streams, on a later turn of the event loop (see DELIVERY_SLICE). */
   deliver(key: string, delivery: Delivery): void {
-    for (const sub of this.subscribers.get(key) ?? []) sub.offer(delivery);
+    // Nobody watching: a stream that subscribes later reads the engine's current snapshot itself.
+    if (!this.subscribers.has(key)) return;
+    this.queue.set(key, delivery);
+    if (this.draining) return;
+    this.draining = true;
+    setImmediate(() => this.drain());
+  }
+
+  private drain(): void {
+    let handed = 0;
+    for (const [key, delivery] of this.queue) {
+      this.queue.delete(key);
+      for (const sub of this.subscribers.get(key) ?? []) sub.offer(delivery);
+      if (++handed === DELIVERY_SLICE) break;
+    }
+    if (this.queue.size > 0) setImmediate(() => this.drain());
+    else this.draining = false;
   }
 }
 

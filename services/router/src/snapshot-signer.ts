@@ -1,7 +1,9 @@
 import { createPrivateKey, sign, type KeyObject } from "node:crypto";
 import { create } from "@bufbuild/protobuf";
+import { WireType } from "@bufbuild/protobuf/wire";
 import { normalizePem, type TlsCredentials } from "@fabric/platform";
 import { WatchResponseSchema, type WatchResponse } from "@fabric/proto/fabric/router/v1/router_pb.js";
+import { encodeSignedSnapshotValue, encodeSignerFields } from "./snapshot-encoding.js";
 
 /** The only algorithm snapshots are signed with; agents refuse any other. */
 export const SIGNATURE_ALGORITHM = "ecdsa-p256-sha256";
@@ -26,7 +28,7 @@ export interface PublishedSnapshot {
  * from then on; envelopes signed by the previous identity are re-signed on their next use.
  */
 export class SnapshotSigner {
-  private key: { creds: TlsCredentials; key: KeyObject; chain: string[] } | undefined;
+  private key: { creds: TlsCredentials; key: KeyObject; signerFields: Uint8Array } | undefined;
   /** Signatures made, for metrics and for the tests that prove one signature serves many streams. */
   signatures = 0;
 
@@ -39,19 +41,26 @@ export class SnapshotSigner {
       this.key = {
         creds,
         key: createPrivateKey(creds.privateKeyPem),
-        chain: [creds.certificatePem, ...creds.chainPem].map(normalizePem),
+        signerFields: encodeSignerFields(
+          SIGNATURE_ALGORITHM,
+          [creds.certificatePem, ...creds.chainPem].map(normalizePem),
+        ),
       };
     }
     const signature = sign("sha256", published.bytes, { key: this.key.key, dsaEncoding: "der" });
     this.signatures++;
-    const response = create(WatchResponseSchema, {
-      signedSnapshot: {
-        snapshot: published.bytes,
-        signature,
-        signatureAlgorithm: SIGNATURE_ALGORITHM,
-        signerChainPem: this.key.chain,
+    // The SignedSnapshot is encoded here, its signer part (algorithm and PEM chain, most of its bytes)
+    // once per identity, and carried as WatchResponse field 1 (signed_snapshot), which the serializer
+    // copies verbatim: protobuf-es would encode the PEM text again for every agent. Decoded, it is an
+    // ordinary WatchResponse.
+    const response = create(WatchResponseSchema);
+    response.$unknown = [
+      {
+        no: 1,
+        wireType: WireType.LengthDelimited,
+        data: encodeSignedSnapshotValue(published.bytes, signature, this.key.signerFields),
       },
-    });
+    ];
     published.signed = { by: creds, response };
     return response;
   }

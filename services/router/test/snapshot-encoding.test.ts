@@ -2,10 +2,18 @@ import { create, equals, fromBinary, toBinary } from "@bufbuild/protobuf";
 import { timestampFromMs } from "@bufbuild/protobuf/wkt";
 import { Environment, Runtime } from "@fabric/proto/fabric/common/v1/common_pb.js";
 import { WorkloadSchema } from "@fabric/proto/fabric/registry/v1/workload_pb.js";
-import { EntryPolicySchema, PeerTier, SnapshotSchema } from "@fabric/proto/fabric/router/v1/router_pb.js";
+import { normalizePem } from "@fabric/platform";
+import { createTestPki } from "@fabric/platform/testing";
+import {
+  EntryPolicySchema,
+  PeerTier,
+  SnapshotSchema,
+  WatchResponseSchema,
+} from "@fabric/proto/fabric/router/v1/router_pb.js";
 import { describe, expect, it } from "vitest";
 import type { WorkloadRecord } from "../src/fabric-model.js";
 import { appendVersion, encodePeerIdentity, encodeSnapshotContent } from "../src/snapshot-encoding.js";
+import { SIGNATURE_ALGORITHM, SnapshotSigner } from "../src/snapshot-signer.js";
 
 const longAddress = `${"relay-".repeat(60)}.example:7800`; // over 127 bytes: two-byte length prefixes
 const workload: WorkloadRecord = {
@@ -134,6 +142,56 @@ describe("snapshot encoding", () => {
         SnapshotSchema,
         fromBinary(SnapshotSchema, content),
         create(SnapshotSchema, { nodeId: "n", clusterId: "c" }),
+      ),
+    ).toBe(true);
+  });
+
+  it("writes the generation time to the millisecond, as timestampFromMs does", () => {
+    const content = encodeSnapshotContent({
+      nodeId: "n",
+      clusterId: "c",
+      roles: [],
+      peers: [],
+      routes: [],
+      workloads: [],
+      resources: [],
+    });
+    for (const at of [Date.UTC(2025, 0, 1, 12, 0, 0, 123), 999, 0]) {
+      const decoded = fromBinary(SnapshotSchema, appendVersion(content, 7n, at));
+      expect(decoded.generatedAt).toEqual(timestampFromMs(at));
+    }
+  });
+
+  it("sends the signed snapshot as an ordinary WatchResponse", async () => {
+    const pki = await createTestPki("fabric.test");
+    const router = await pki.issue({ kind: "service", id: "router" });
+    const signer = new SnapshotSigner(() => router);
+    const snapshot = appendVersion(
+      encodeSnapshotContent({
+        nodeId: "n",
+        clusterId: "c",
+        roles: [],
+        peers: [],
+        routes: [],
+        workloads: [],
+        resources: [],
+      }),
+      3n,
+      Date.UTC(2025, 0, 1),
+    );
+    const wire = toBinary(
+      WatchResponseSchema,
+      signer.envelope({ nodeId: "n", clusterId: "c", version: 3n, bytes: snapshot, contentLength: 0 }),
+    );
+    const signed = fromBinary(WatchResponseSchema, wire).signedSnapshot!;
+    expect(signed.snapshot).toEqual(snapshot);
+    expect(signed.signatureAlgorithm).toBe(SIGNATURE_ALGORITHM);
+    expect(signed.signerChainPem).toEqual([router.certificatePem, ...router.chainPem].map(normalizePem));
+    expect(signed.signature.length).toBeGreaterThan(64);
+    // and exactly what protobuf-es writes for the same message
+    expect(
+      Buffer.from(wire).equals(
+        Buffer.from(toBinary(WatchResponseSchema, create(WatchResponseSchema, { signedSnapshot: signed }))),
       ),
     ).toBe(true);
   });
