@@ -1,6 +1,6 @@
 import { readFileSync } from "node:fs";
 import { parseArgs } from "node:util";
-import { ConfigError, createLogger } from "@fabric/platform";
+import { ConfigError, createLogger, survivePingTimeouts } from "@fabric/platform";
 import { Agent } from "./agent.js";
 import { configFileFor, loadAgentConfig, type AgentConfig, type AgentSettingKey } from "./config.js";
 import { resolveEndpoints } from "./endpoints.js";
@@ -154,6 +154,7 @@ async function main(argv: string[]): Promise<number> {
       }
       const config = settings(flags, paths);
       const logger = createLogger({ service: "fabric-agent", level: config.logLevel });
+      survivePingTimeouts(logger);
       const agent = new Agent({ paths, config, endpoints: resolveEndpoints(config, paths), logger });
       const stop = (signal: string) => void agent.stop(`received ${signal}`);
       process.once("SIGTERM", () => stop("SIGTERM"));

@@ -32,4 +32,5 @@ export * from "./service-runtime.js";
 export * from "./atomic-file.js";
 export * from "./remote-address.js";
 export * from "./paging.js";
+export * from "./ping-timeouts.js";
 export * from "./bootstrap-client.js";

@@ -15,6 +15,7 @@ import type { PlainRoute } from "./plain-http.js";
 import { followRevocations } from "./revocation-feed.js";
 import { RevocationSet } from "./revocation.js";
 import { createRpcClient } from "./rpc-client.js";
+import { survivePingTimeouts } from "./ping-timeouts.js";
 import { auditRefusals } from "./refusal-audit.js";
 import { createRpcServer, type RpcServer, type ServiceRegistration } from "./rpc-server.js";
 import { ServiceIdentity, renewThroughCa } from "./service-identity.js";
@@ -225,4 +226,5 @@ export async function runServiceMain<X extends z.ZodRawShape>(def: ServiceDefini
   };
   process.on("SIGTERM", () => stop("SIGTERM"));
   process.on("SIGINT", () => stop("SIGINT"));
+  survivePingTimeouts(running.context.logger);
 }
