@@ -38,6 +38,9 @@ const workload: WorkloadRecord = {
   }),
 };
 
+/** A node with nothing assigned: what a disabled membership's snapshot holds. */
+const EMPTY = { nodeId: "n", clusterId: "c", roles: [], peers: [], routes: [], workloads: [], resources: [] };
+
 describe("snapshot encoding", () => {
   it("writes standard protobuf that protobuf-es decodes to exactly the intended Snapshot", () => {
     const content = encodeSnapshotContent({
@@ -128,15 +131,7 @@ describe("snapshot encoding", () => {
   });
 
   it("encodes an empty snapshot (a disabled membership) as just its node and cluster", () => {
-    const content = encodeSnapshotContent({
-      nodeId: "n",
-      clusterId: "c",
-      roles: [],
-      peers: [],
-      routes: [],
-      workloads: [],
-      resources: [],
-    });
+    const content = encodeSnapshotContent(EMPTY);
     expect(
       equals(
         SnapshotSchema,
@@ -147,15 +142,7 @@ describe("snapshot encoding", () => {
   });
 
   it("writes the generation time to the millisecond, as timestampFromMs does", () => {
-    const content = encodeSnapshotContent({
-      nodeId: "n",
-      clusterId: "c",
-      roles: [],
-      peers: [],
-      routes: [],
-      workloads: [],
-      resources: [],
-    });
+    const content = encodeSnapshotContent(EMPTY);
     for (const at of [Date.UTC(2025, 0, 1, 12, 0, 0, 123), 999, 0]) {
       const decoded = fromBinary(SnapshotSchema, appendVersion(content, 7n, at));
       expect(decoded.generatedAt).toEqual(timestampFromMs(at));
