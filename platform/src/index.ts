@@ -34,3 +34,4 @@ export * from "./remote-address.js";
 export * from "./paging.js";
 export * from "./ping-timeouts.js";
 export * from "./bootstrap-client.js";
+export * from "./scope.js";
