@@ -28,7 +28,7 @@ import {
   type VerifiedSnapshot,
   type VerifierIdentity,
 } from "./snapshot-verifier.js";
-import { loadPersistedSnapshot, persistSnapshot } from "./snapshot-store.js";
+import { SnapshotHighWater, loadPersistedSnapshot, persistSnapshot } from "./snapshot-store.js";
 import {
   loadCurrentIdentity,
   markReenrollRequired,
@@ -39,12 +39,17 @@ import { snapshotWatch } from "./watch.js";
 import { toStatusEntry, writeStatusFile, type AgentStatusFile } from "./status.js";
 import { Supervisor } from "./supervisor/supervisor.js";
 import type { WorkloadView } from "./supervisor/workload-runner.js";
+import type { WorkloadUser } from "./supervisor/workload-user.js";
 
 export interface AgentOptions {
   paths: AgentPaths;
   config: AgentConfig;
   endpoints: ControlPlaneUrls;
   logger: Logger;
+  /** Who native workloads run as (resolved from the settings at start). */
+  workloadUser: WorkloadUser;
+  /** Where the workloads' own directories are made, outside the state directory. */
+  workloadRoot: string;
 }
 
 /** How a run ended: the exit status and the operator-facing reason. */
@@ -72,6 +77,7 @@ export class Agent {
   private readonly supervisor: Supervisor;
   private readonly session: RegistrySession;
   private readonly load = new HostLoad();
+  private readonly highWater: SnapshotHighWater;
   private applied: VerifiedSnapshot | undefined;
   private appliedAt: Date | undefined;
   private lastRefusal = "";
@@ -95,6 +101,7 @@ export class Agent {
   constructor(private readonly options: AgentOptions) {
     const { paths, config, logger, endpoints } = options;
     this.identity = new IdentityHolder(loadCurrentIdentity(paths), paths);
+    this.highWater = new SnapshotHighWater(paths);
     const who = this.identity.facts().identity;
     if (!who || who.kind !== "node" || !who.cluster) {
       throw new Error(`the identity in ${paths.identity} is not a node identity`);
@@ -126,7 +133,9 @@ export class Agent {
     };
     this.supervisor = new Supervisor({
       nodeId: who.id,
-      workloadsDir: paths.workloads,
+      stateDir: paths.home,
+      workloadRoot: options.workloadRoot,
+      workloadUser: options.workloadUser,
       logsDir: paths.logs,
       rotation: { maxBytes: config.logMaxBytes, maxFiles: config.logMaxFiles },
       dockerPath: config.dockerPath,
@@ -161,6 +170,7 @@ export class Agent {
       { node: this.me.nodeId, cluster: this.me.clusterId, serial: facts.serialHex },
       "fabric-agent starting",
     );
+    this.announceWorkloadUser();
 
     this.resumeFromDisk();
     this.writeStatus();
@@ -279,6 +289,8 @@ export class Agent {
     try {
       const persisted = loadPersistedSnapshot(this.options.paths, this.verifierIdentity());
       if (!persisted) return;
+      this.highWater.check(persisted.snapshot.version);
+      this.highWater.raise(persisted.snapshot.version);
       this.options.logger.info(
         { version: String(persisted.snapshot.version) },
         "running from the persisted snapshot",
@@ -302,6 +314,7 @@ export class Agent {
         this.verifierIdentity(),
         this.applied?.snapshot.version ?? 0n,
       );
+      this.highWater.check(verified.snapshot.version);
     } catch (err) {
       if (!(err instanceof SnapshotRefused)) throw err;
       this.lastRefusal = `snapshot refused: ${err.message}`;
@@ -310,6 +323,7 @@ export class Agent {
       return;
     }
     persistSnapshot(this.options.paths, envelope);
+    this.highWater.raise(verified.snapshot.version);
     this.lastRefusal = "";
     this.options.logger.info({ version: String(verified.snapshot.version) }, "snapshot verified and applied");
     this.accept(verified);
@@ -320,6 +334,21 @@ export class Agent {
     this.appliedAt = new Date();
     this.supervisor.apply(verified.snapshot);
     this.scheduleStatus();
+  }
+
+  /** Says at start who native workloads run as; loudly when that is the agent's own user. */
+  private announceWorkloadUser(): void {
+    const { workloadUser: user, workloadRoot, logger } = this.options;
+    if (user.mode === "separate") {
+      logger.info({ user: user.name, uid: user.uid, gid: user.gid, workloadRoot }, "native workloads run as");
+    } else if (user.mode === "same-user") {
+      logger.warn(
+        { setting: "FABRIC_INSECURE_SAME_USER_WORKLOADS" },
+        "INSECURE: native workloads run as the agent's own user and can read this node's private key; developer machines only",
+      );
+    } else {
+      logger.warn({ reason: user.reason }, "native workloads will not run");
+    }
   }
 
   private directive(d: Directive): void {

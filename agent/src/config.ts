@@ -78,6 +78,20 @@ export const agentSettings = z.object({
     .default(10 * 1024 * 1024),
   logMaxFiles: z.coerce.number().int().min(1).max(100).default(5),
   dockerPath: z.string().min(1).default("docker"),
+  /**
+   * User native workloads run as when the agent is root: a name or a numeric uid. Default
+   * `fabric-workload` where that user exists, else `nobody`. Never root.
+   */
+  workloadUser: z.string().min(1).optional(),
+  /** Their group: a name or a numeric gid. Default the workload user's primary group. Never root. */
+  workloadGroup: z.string().min(1).optional(),
+  /** Where each workload's own directory (HOME, default working directory) is made. Default `<state dir>-workloads`. */
+  workloadRoot: setting.path().optional(),
+  /**
+   * INSECURE, developer machines only: lets an agent that is not root run native workloads as its own
+   * user, which lets them read the node's private key. Without it such an agent refuses native workloads.
+   */
+  insecureSameUserWorkloads: setting.bool(false),
   logLevel: setting.logLevel(),
 });
 

@@ -1,4 +1,4 @@
-import { spawn } from "node:child_process";
+import type { ChildProcess } from "node:child_process";
 import http from "node:http";
 import https from "node:https";
 import { connect } from "node:net";
@@ -55,13 +55,17 @@ export function probeFor(check: HealthCheck, exec: ExecProbeRunner): Probe {
   }
 }
 
-/** exec probe for native workloads: exit status 0 within the timeout is healthy. */
-export function nativeExecProbe(options: { cwd: string; env: NodeJS.ProcessEnv }): ExecProbeRunner {
+/**
+ * exec probe for native workloads: exit status 0 within the timeout is healthy. `start` spawns the probe
+ * command the way the workload itself is started (same user, directory and environment): the probe
+ * command comes from the same spec.
+ */
+export function nativeExecProbe(start: (file: string, args: string[]) => ChildProcess): ExecProbeRunner {
   return (command, timeoutMs) =>
     new Promise((resolve) => {
       const [file, ...args] = command;
       if (!file) return resolve({ ok: false, message: "exec probe has no command" });
-      const child = spawn(file, args, { cwd: options.cwd, env: options.env, stdio: "ignore" });
+      const child = start(file, args);
       const timer = setTimeout(() => {
         child.kill("SIGKILL");
         resolve({ ok: false, message: `exec probe timed out after ${timeoutMs} ms` });

@@ -1,4 +1,5 @@
 import { readFileSync } from "node:fs";
+import { resolve } from "node:path";
 import { parseArgs } from "node:util";
 import { ConfigError, createLogger, survivePingTimeouts } from "@fabric/platform";
 import { Agent } from "./agent.js";
@@ -7,8 +8,10 @@ import { resolveEndpoints } from "./endpoints.js";
 import { enroll, refuseIfEnrolled } from "./enroll.js";
 import { AgentExit, EXIT } from "./exit-codes.js";
 import { AGENT_VERSION } from "./host-facts.js";
-import { agentHome, agentPaths, hasIdentity, type AgentPaths } from "./state-dir.js";
+import { isWithin, realPath } from "./host-paths.js";
+import { agentHome, agentPaths, ensureStateDir, hasIdentity, type AgentPaths } from "./state-dir.js";
 import { formatStatus, statusReport } from "./status.js";
+import { resolveWorkloadUser } from "./supervisor/workload-user.js";
 
 const USAGE = `fabric-agent ${AGENT_VERSION}: the Fabric node agent
 
@@ -91,6 +94,19 @@ function settings(flags: Flags, paths: AgentPaths): AgentConfig {
   return loadAgentConfig({ ...(file ? { file } : {}), flags: overrides });
 }
 
+/** workloadRoot, which must not overlap the state directory: workloads cannot enter that, nor may they. */
+function workloadRootFor(config: AgentConfig, paths: AgentPaths): string {
+  // Not resolved through links: the root itself must not be one (see ownDirectory).
+  const root = resolve(config.workloadRoot ?? paths.workloads);
+  const [real, home] = [realPath(root), realPath(paths.home)];
+  if (isWithin(real, home) || isWithin(home, real)) {
+    throw new ConfigError([
+      `workloadRoot: ${root} overlaps the state directory ${home}; give a directory beside it`,
+    ]);
+  }
+  return root;
+}
+
 async function main(argv: string[]): Promise<number> {
   let parsed: ReturnType<typeof parse>;
   try {
@@ -152,10 +168,20 @@ async function main(argv: string[]): Promise<number> {
           `no identity in ${paths.home}: enroll first (fabric-agent enroll --help)`,
         );
       }
+      ensureStateDir(paths);
       const config = settings(flags, paths);
+      const workloadRoot = workloadRootFor(config, paths);
+      const workloadUser = resolveWorkloadUser(config);
       const logger = createLogger({ service: "fabric-agent", level: config.logLevel });
       survivePingTimeouts(logger);
-      const agent = new Agent({ paths, config, endpoints: resolveEndpoints(config, paths), logger });
+      const agent = new Agent({
+        paths,
+        config,
+        endpoints: resolveEndpoints(config, paths),
+        logger,
+        workloadUser,
+        workloadRoot,
+      });
       const stop = (signal: string) => void agent.stop(`received ${signal}`);
       process.once("SIGTERM", () => stop("SIGTERM"));
       process.once("SIGINT", () => stop("SIGINT"));

@@ -18,9 +18,12 @@ import {
   writeFileAtomic,
   type TlsCredentials,
 } from "@fabric/platform";
+import { AgentExit, EXIT } from "./exit-codes.js";
+import { ownDirectory } from "./host-paths.js";
 
 /**
- * The agent's state directory ($FABRIC_AGENT_HOME, else /var/lib/fabric-agent), mode 0700:
+ * The agent's state directory ($FABRIC_AGENT_HOME, else /var/lib/fabric-agent), mode 0700 and owned by
+ * the agent; no workload runs as its owner, so nothing in it is readable by a workload:
  *
  *   agent.yaml              operator-written configuration (optional)
  *   identity -> identities/<serial>
@@ -31,10 +34,13 @@ import {
  *   enrollment.json         that pending enrollment (join request id and challenge; no token)
  *   node.json               node id, cluster, trust domain and control-plane endpoints
  *   snapshot.bin            the last verified SignedSnapshot, exactly as received
+ *   snapshot-version.json   the highest snapshot version this node has ever trusted (never lowered)
  *   status.json             what `fabric-agent status` shows, rewritten by the running agent
  *   reenroll.json           set when the identity was revoked, banned or expired: `run` refuses to start
  *   logs/<workload>.log*    workload output, size-rotated
- *   workloads/<workload>/   default working directory of each workload
+ *
+ * Beside it, `<state dir>-workloads/<workload>/` (unless workloadRoot says otherwise): each workload's
+ * own directory, owned by the user it runs as.
  */
 export interface AgentPaths {
   home: string;
@@ -45,9 +51,11 @@ export interface AgentPaths {
   pendingEnrollment: string;
   node: string;
   snapshot: string;
+  snapshotHighWater: string;
   status: string;
   reenroll: string;
   logs: string;
+  /** Default workload root: outside the state directory, which workloads cannot enter. */
   workloads: string;
 }
 
@@ -67,15 +75,21 @@ export function agentPaths(home: string): AgentPaths {
     pendingEnrollment: join(home, "enrollment.json"),
     node: join(home, "node.json"),
     snapshot: join(home, "snapshot.bin"),
+    snapshotHighWater: join(home, "snapshot-version.json"),
     status: join(home, "status.json"),
     reenroll: join(home, "reenroll.json"),
     logs: join(home, "logs"),
-    workloads: join(home, "workloads"),
+    workloads: `${home.replace(/\/+$/, "")}-workloads`,
   };
 }
 
+/** Creates the state directory, or makes sure it is the agent's own and 0700 (refusing one that is not). */
 export function ensureStateDir(paths: AgentPaths): void {
-  mkdirSync(paths.home, { recursive: true, mode: 0o700 });
+  try {
+    ownDirectory(paths.home, 0o700);
+  } catch (err) {
+    throw new AgentExit(EXIT.FAILURE, `state directory: ${(err as Error).message}`);
+  }
   mkdirSync(paths.identities, { recursive: true, mode: 0o700 });
 }
 
@@ -103,7 +117,7 @@ export function readNodeRecord(paths: AgentPaths): NodeRecord | undefined {
 }
 
 export function writeNodeRecord(paths: AgentPaths, record: NodeRecord): void {
-  writeFileAtomic(paths.node, `${JSON.stringify(record, null, 2)}\n`, 0o644);
+  writeFileAtomic(paths.node, `${JSON.stringify(record, null, 2)}\n`, 0o600);
 }
 
 export function hasIdentity(paths: AgentPaths): boolean {
@@ -145,7 +159,9 @@ export function forgetIdentity(paths: AgentPaths): void {
       rmSync(paths.identity, { recursive: true, force: true });
     }
   }
-  for (const file of [paths.node, paths.snapshot, paths.status, paths.reenroll])
+  // The snapshot high-water mark belongs to the identity it was trusted under: a new enrollment (maybe
+  // into another Fabric, whose versions start again) begins without one.
+  for (const file of [paths.node, paths.snapshot, paths.snapshotHighWater, paths.status, paths.reenroll])
     rmSync(file, { force: true });
 }
 
@@ -157,7 +173,7 @@ export interface ReenrollMarker {
 }
 
 export function markReenrollRequired(paths: AgentPaths, marker: ReenrollMarker): void {
-  writeFileAtomic(paths.reenroll, `${JSON.stringify(marker, null, 2)}\n`, 0o644);
+  writeFileAtomic(paths.reenroll, `${JSON.stringify(marker, null, 2)}\n`, 0o600);
 }
 
 export function readReenrollMarker(paths: AgentPaths): ReenrollMarker | undefined {

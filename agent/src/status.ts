@@ -52,7 +52,7 @@ export function toStatusEntry(view: WorkloadView): WorkloadStatusEntry {
 }
 
 export function writeStatusFile(paths: AgentPaths, status: AgentStatusFile): void {
-  writeFileAtomic(paths.status, `${JSON.stringify(status, null, 2)}\n`, 0o644);
+  writeFileAtomic(paths.status, `${JSON.stringify(status, null, 2)}\n`, 0o600);
 }
 
 export function readStatusFile(paths: AgentPaths): AgentStatusFile | undefined {

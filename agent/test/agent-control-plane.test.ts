@@ -1,4 +1,4 @@
-import { existsSync, readFileSync, readlinkSync, statSync, writeFileSync } from "node:fs";
+import { existsSync, readFileSync, readlinkSync, rmSync, statSync, writeFileSync } from "node:fs";
 import { createServer } from "node:net";
 import { join } from "node:path";
 import { createHash, createPublicKey } from "node:crypto";
@@ -301,6 +301,44 @@ describe("fabric-agent run against the control plane", { timeout: 60_000 }, () =
       registry.statuses().some((s) => s.workloadId === "web" && s.state === WorkloadState.STOPPED),
     );
     expect(status(paths)?.workloads).toEqual([]);
+  });
+
+  it("refuses a router snapshot older than the newest it has trusted, also after a restart that lost its snapshot", async () => {
+    const { port, spec } = await webWorkload();
+    const zombie = nodeWorkload("zombie", "setInterval(() => {}, 1000)");
+    router.current = signSnapshot(ids.router, snap(5n, { workloads: [{ spec, generation: 1n }] }));
+    const { home, paths } = await preparedHome({ pki, endpoints });
+    const first = await spawnAgent(home);
+    agents.push(first);
+    await waitFor("version 5 applied", () => status(paths)?.snapshot?.version === "5", 15_000);
+    expect(await first.stop()).toBe(EXIT.OK);
+
+    // The snapshot file is lost; the router (or whoever answers in its name) replays version 3.
+    rmSync(paths.snapshot);
+    router.current = signSnapshot(
+      ids.router,
+      snap(3n, {
+        workloads: [
+          { spec, generation: 1n },
+          { spec: zombie, generation: 1n },
+        ],
+      }),
+    );
+    const second = await spawnAgent(home);
+    agents.push(second);
+    await waitFor("version 3 refused", () =>
+      /version 3 is older than version 5, the newest this node has trusted.*snapshot refused; keeping the last verified one/.test(
+        second.output(),
+      ),
+    );
+    expect(status(paths)?.workloads ?? []).toEqual([]);
+
+    // A newer one is taken as usual.
+    router.push(signSnapshot(ids.router, snap(6n, { workloads: [{ spec, generation: 1n }] })));
+    await waitFor("web healthy from version 6", () => workload(paths, "web")?.state === "HEALTHY", 15_000);
+    expect(status(paths)?.snapshot?.version).toBe("6");
+    expect(status(paths)?.workloads.map((w) => w.id)).toEqual(["web"]);
+    expect(await (await fetch(`http://127.0.0.1:${port}/`)).text()).toBe("hello");
   });
 
   it("renews at two thirds of a short lifetime with a fresh key and moves its streams to the new certificate", async () => {

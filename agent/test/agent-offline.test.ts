@@ -6,6 +6,7 @@ import type { TlsCredentials } from "@fabric/platform";
 import { createTestPki, freePort, type ChildService, type TestPki } from "@fabric/platform/testing";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 import { EXIT } from "../src/exit-codes.js";
+import { persistSnapshot } from "../src/snapshot-store.js";
 import { AGENT_BIN, preparedHome, spawnAgent, status, workload } from "./fixtures/agent-home.js";
 import { httpServerScript, nodeWorkload, signSnapshot, snapshot } from "./fixtures/snapshots.js";
 import { removeTempDirs } from "./fixtures/temp-dirs.js";
@@ -33,6 +34,12 @@ afterEach(async () => {
 });
 
 afterAll(removeTempDirs);
+
+const answers = (port: number) =>
+  fetch(`http://127.0.0.1:${port}/`).then(
+    (r) => r.ok,
+    () => false,
+  );
 
 async function offlineSnapshot() {
   const port = await freePort();
@@ -115,6 +122,51 @@ describe("running with the control plane gone", { timeout: 60_000 }, () => {
     expect(status(paths)?.workloads).toEqual([]);
     expect(status(paths)?.snapshot).toBeNull();
     expect(status(paths)?.health).toMatchObject({ state: "UNHEALTHY" });
+  });
+
+  it("refuses an older snapshot planted in its state directory after an offline restart", async () => {
+    // Version 5 removed "zombie"; version 4, genuinely signed, still lists it.
+    const [webPort, zombiePort] = [await freePort(), await freePort()];
+    const web = nodeWorkload("web", httpServerScript(webPort));
+    const zombie = nodeWorkload("zombie", httpServerScript(zombiePort));
+    const signed = (version: bigint, workloads: (typeof web)[]) =>
+      signSnapshot(
+        router,
+        snapshot({
+          nodeId: "n-1",
+          clusterId: "c1",
+          version,
+          roles: ["relay-node"],
+          workloads: workloads.map((spec) => ({ spec, generation: 1n })),
+        }),
+      );
+    const { home, paths } = await preparedHome({ pki, endpoints, snapshot: signed(5n, [web]) });
+    const first = await spawnAgent(home);
+    agents.push(first);
+    await waitFor("web running from version 5", () => workload(paths, "web")?.state === "RUNNING", 15_000);
+    expect(JSON.parse(readFileSync(paths.snapshotHighWater, "utf8"))).toEqual({ version: "5" });
+    expect(await first.stop()).toBe(EXIT.OK);
+
+    // Offline, the older snapshot is put back in place of the newer one, and the agent restarted.
+    persistSnapshot(paths, signed(4n, [web, zombie]));
+    const second = await spawnAgent(home);
+    agents.push(second);
+    await waitFor(
+      "the planted snapshot refused, saying why",
+      () =>
+        /version 4 is older than version 5, the newest this node has trusted \(rolled back or replayed\).*persisted snapshot refused; waiting for the router/.test(
+          second.output(),
+        ),
+      15_000,
+    );
+    await waitFor("status written", () =>
+      status(paths)?.health.message.includes("persisted snapshot refused"),
+    );
+    expect(status(paths)?.snapshot).toBeNull();
+    expect(status(paths)?.workloads).toEqual([]);
+    expect(await answers(zombiePort)).toBe(false);
+    // The mark is never lowered.
+    expect(JSON.parse(readFileSync(paths.snapshotHighWater, "utf8"))).toEqual({ version: "5" });
   });
 
   it("exits for re-enrollment at once when its certificate has expired", async () => {

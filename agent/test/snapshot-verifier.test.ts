@@ -1,12 +1,12 @@
-import { readFileSync, writeFileSync } from "node:fs";
+import { existsSync, readFileSync, statSync, writeFileSync } from "node:fs";
 import { create } from "@bufbuild/protobuf";
 import type { TlsCredentials } from "@fabric/platform";
 import { createTestPki, type TestPki } from "@fabric/platform/testing";
 import { SignedSnapshotSchema } from "@fabric/proto/fabric/router/v1/router_pb.js";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { loadPersistedSnapshot, persistSnapshot } from "../src/snapshot-store.js";
+import { SnapshotHighWater, loadPersistedSnapshot, persistSnapshot } from "../src/snapshot-store.js";
 import { SnapshotRefused, verifySignedSnapshot, type VerifierIdentity } from "../src/snapshot-verifier.js";
-import { agentPaths } from "../src/state-dir.js";
+import { agentPaths, forgetIdentity } from "../src/state-dir.js";
 import { signBytes, signSnapshot, snapshot } from "./fixtures/snapshots.js";
 import { removeTempDirs, tempDir } from "./fixtures/temp-dirs.js";
 
@@ -155,5 +155,31 @@ describe("the persisted snapshot", () => {
     expect(() => loadPersistedSnapshot(paths, me)).toThrow(/signature does not match/);
     writeFileSync(paths.snapshot, "not a protobuf \xff\xff");
     expect(() => loadPersistedSnapshot(paths, me)).toThrow(SnapshotRefused);
+  });
+});
+
+describe("the snapshot high-water mark", () => {
+  it("only rises, survives a restart, and refuses anything older", () => {
+    const paths = agentPaths(tempDir("agent-hwm-"));
+    const mark = new SnapshotHighWater(paths);
+    expect(mark.version).toBe(0n);
+    mark.raise(7n);
+    mark.raise(4n); // never lowered
+    expect(new SnapshotHighWater(paths).version).toBe(7n);
+    expect(statSync(paths.snapshotHighWater).mode & 0o777).toBe(0o600);
+    expect(refusal(() => new SnapshotHighWater(paths).check(6n))).toBe(
+      "version 6 is older than version 7, the newest this node has trusted (rolled back or replayed)",
+    );
+    expect(() => mark.check(7n)).not.toThrow(); // the same snapshot again, e.g. from disk
+  });
+
+  it("stops the agent rather than guess when the mark is unreadable, and goes with the identity", () => {
+    const paths = agentPaths(tempDir("agent-hwm-"));
+    writeFileSync(paths.snapshotHighWater, "{ not json");
+    expect(() => new SnapshotHighWater(paths)).toThrow(/will not guess which snapshots it may trust/);
+    writeFileSync(paths.snapshotHighWater, JSON.stringify({ version: "-1" }));
+    expect(() => new SnapshotHighWater(paths)).toThrow(/does not hold a snapshot version/);
+    forgetIdentity(paths);
+    expect(existsSync(paths.snapshotHighWater)).toBe(false);
   });
 });

@@ -1,13 +1,20 @@
-import { readFileSync, writeFileSync } from "node:fs";
+import { existsSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
+import { create, type MessageInitShape } from "@bufbuild/protobuf";
 import { durationFromMs } from "@bufbuild/protobuf/wkt";
 import { createLogger } from "@fabric/platform";
 import { freePort } from "@fabric/platform/testing";
-import { Runtime } from "@fabric/proto/fabric/common/v1/common_pb.js";
-import { RestartMode, WorkloadState, type WorkloadSpec } from "@fabric/proto/fabric/common/v1/workload_pb.js";
+import { Environment, Runtime } from "@fabric/proto/fabric/common/v1/common_pb.js";
+import {
+  RestartMode,
+  WorkloadSpecSchema,
+  WorkloadState,
+  type WorkloadSpec,
+} from "@fabric/proto/fabric/common/v1/workload_pb.js";
 import { afterAll, afterEach, describe, expect, it } from "vitest";
 import { Supervisor } from "../src/supervisor/supervisor.js";
 import type { WorkloadView } from "../src/supervisor/workload-runner.js";
+import { testWorkloadUser } from "./fixtures/agent-home.js";
 import { httpServerScript, nodeWorkload, snapshot } from "./fixtures/snapshots.js";
 import { processAlive, waitFor } from "./fixtures/wait.js";
 import { removeTempDirs, tempDir } from "./fixtures/temp-dirs.js";
@@ -27,7 +34,9 @@ function start(dockerPath = "docker") {
   const changes: WorkloadView[] = [];
   const supervisor = new Supervisor({
     nodeId: "n-1",
-    workloadsDir: join(dir, "workloads"),
+    stateDir: join(dir, "state"),
+    workloadRoot: join(dir, "workloads"),
+    workloadUser: testWorkloadUser(),
     logsDir: join(dir, "logs"),
     rotation: { maxBytes: 1_000_000, maxFiles: 3 },
     dockerPath,
@@ -48,6 +57,43 @@ const assign = (version: bigint, workloads: WorkloadSpec[], roles = ["relay-node
   });
 
 const view = (s: Supervisor, id: string) => s.views().find((v) => v.id === id);
+
+/**
+ * A docker CLI stand-in recording every invocation in `calls`: `run` creates the container, `stop`/`rm`
+ * remove it, `inspect` reports it.
+ */
+function scriptedDocker() {
+  const dir = tempDir("agent-docker-");
+  const calls = join(dir, "calls.log");
+  const docker = join(dir, "docker");
+  writeFileSync(
+    docker,
+    [
+      "#!/bin/sh",
+      `echo "$*" >> ${calls}`,
+      'case "$1" in',
+      "  info) echo 27.0.1 ;;",
+      `  run) touch ${dir}/running; echo c0ffee ;;`,
+      `  inspect) if [ -f ${dir}/running ]; then echo "running 0 4242"; else echo "exited 143 0"; fi ;;`,
+      `  stop|rm) rm -f ${dir}/running ;;`,
+      "  exec) exit 0 ;;",
+      "esac",
+    ].join("\n"),
+    { mode: 0o755 },
+  );
+  return { docker, calls, lines: () => (existsSync(calls) ? readFileSync(calls, "utf8").split("\n") : []) };
+}
+
+/** Waits for the workload to be refused (FAILED before it ever ran) and returns the reason. */
+async function refusal(s: Supervisor, id: string): Promise<string> {
+  const failed = await waitFor(
+    `${id} refused`,
+    () => view(s, id)?.state === WorkloadState.FAILED && view(s, id),
+  );
+  expect(failed.pid).toBeUndefined();
+  expect(failed.restarts).toBe(0);
+  return failed.message;
+}
 const httpCheck = (port: number) => ({
   probe: { case: "http" as const, value: { port, path: "/healthz" } },
   interval: durationFromMs(1_000),
@@ -276,25 +322,7 @@ describe("what the supervisor refuses to run", { timeout: 60_000 }, () => {
   });
 
   it("drives containers through the docker CLI where an engine answers (a scripted docker CLI here)", async () => {
-    const dir = tempDir("agent-docker-");
-    const calls = join(dir, "calls.log");
-    const docker = join(dir, "docker");
-    // Records every invocation; `run` creates the container, `stop`/`rm` remove it, `inspect` reports it.
-    writeFileSync(
-      docker,
-      [
-        "#!/bin/sh",
-        `echo "$*" >> ${calls}`,
-        'case "$1" in',
-        "  info) echo 27.0.1 ;;",
-        `  run) touch ${dir}/running; echo c0ffee ;;`,
-        `  inspect) if [ -f ${dir}/running ]; then echo "running 0 4242"; else echo "exited 143 0"; fi ;;`,
-        `  stop|rm) rm -f ${dir}/running ;;`,
-        "  exec) exit 0 ;;",
-        "esac",
-      ].join("\n"),
-      { mode: 0o755 },
-    );
+    const { docker, calls } = scriptedDocker();
     const { supervisor } = start(docker);
     const spec = nodeWorkload("boxed", "", {
       runtime: Runtime.CONTAINER,
@@ -329,6 +357,105 @@ describe("what the supervisor refuses to run", { timeout: 60_000 }, () => {
     expect(log.indexOf("stop --time 3 fabric-boxed")).toBeLessThan(
       log.lastIndexOf("rm --force fabric-boxed"),
     );
+  });
+
+  it("runs nothing whose id is not a workload id: ids name the node's files and directories", () => {
+    const { supervisor } = start();
+    const refused = supervisor.apply(
+      assign(
+        1n,
+        ["../../etc/cron.d/x", "Web", "a/b", ""].map((id) => nodeWorkload(id, "process.exit(0)")),
+      ),
+    );
+    expect(refused.map((r) => r.reason)).toEqual([
+      "its id is not a workload id",
+      "its id is not a workload id",
+      "its id is not a workload id",
+      "a workload without an id",
+    ]);
+    expect(supervisor.views()).toEqual([]);
+  });
+
+  it("refuses a spec environment that changes how code loads or what it trusts, before any process", async () => {
+    const { supervisor, dir } = start();
+    const marker = join(dir, "ran");
+    const script = `require("node:fs").writeFileSync(${JSON.stringify(marker)}, "ran")`;
+    supervisor.apply(
+      assign(1n, [
+        nodeWorkload("preload", script, { env: { MODE: "x", LD_PRELOAD: "/tmp/evil.so" } }),
+        nodeWorkload("options", script, { env: { NODE_OPTIONS: "--require /tmp/evil.js" } }),
+        nodeWorkload("proxied", script, { env: { http_proxy: "http://evil:3128" } }),
+        nodeWorkload("smuggled", script, { env: { "X=1 LD_PRELOAD": "/tmp/evil.so" } }),
+      ]),
+    );
+    expect(await refusal(supervisor, "preload")).toBe(
+      "spec.env: LD_PRELOAD changes how the process loads code or what it trusts; refused",
+    );
+    expect(await refusal(supervisor, "options")).toMatch(/^spec.env: NODE_OPTIONS changes how/);
+    expect(await refusal(supervisor, "proxied")).toMatch(/^spec.env: http_proxy changes how/);
+    expect(await refusal(supervisor, "smuggled")).toMatch(/is not a valid variable name/);
+    expect(existsSync(marker)).toBe(false);
+  });
+
+  it("runs native workloads only in dev", async () => {
+    const { supervisor } = start();
+    supervisor.apply(
+      assign(1n, [
+        nodeWorkload("native-pro", "setInterval(() => {}, 1000)", { environment: Environment.PRO }),
+      ]),
+    );
+    expect(await refusal(supervisor, "native-pro")).toMatch(/native workloads run only in dev/);
+  });
+
+  it("runs a pro container exactly as its pinned image was built, and refuses every override", async () => {
+    const { docker, lines } = scriptedDocker();
+    const { supervisor, dir } = start(docker);
+    const image = `registry.example/relay@sha256:${"ab".repeat(32)}`;
+    const container = (id: string, init: MessageInitShape<typeof WorkloadSpecSchema>) =>
+      create(WorkloadSpecSchema, {
+        id,
+        clusterId: "c1",
+        role: "relay-node",
+        runtime: Runtime.CONTAINER,
+        environment: Environment.DEV,
+        image: "relay:1",
+        ...init,
+      });
+    const pro = (id: string, init: MessageInitShape<typeof WorkloadSpecSchema> = {}) =>
+      container(id, { environment: Environment.PRO, image, ...init });
+    const dev = container;
+    supervisor.apply(
+      assign(1n, [
+        pro("as-built", { env: { MODE: "edge" } }),
+        pro("entrypoint", { command: "/bin/sh" }),
+        pro("command", { args: ["sh", "-c", "id"] }),
+        pro("workdir", { workingDir: "/tmp" }),
+        pro("unpinned", { image: "registry.example/relay:1.2" }),
+        pro("preload", { env: { LD_PRELOAD: "/evil.so" } }),
+        dev("option", { image: "--privileged" }),
+        dev("mount-state", { mounts: [{ source: join(dir, "state"), target: "/state" }] }),
+        dev("mount-root", { mounts: [{ source: "/", target: "/host" }] }),
+        dev("mount-docker", { mounts: [{ source: "/var/run/docker.sock", target: "/docker.sock" }] }),
+        dev("mount-proc", { mounts: [{ source: "/proc", target: "/hostproc" }] }),
+      ]),
+    );
+    await waitFor("as-built running", () => view(supervisor, "as-built")?.state === WorkloadState.RUNNING);
+    expect(await refusal(supervisor, "entrypoint")).toMatch(
+      /a pro image runs exactly as built; this spec overrides its command \(the entrypoint\)/,
+    );
+    expect(await refusal(supervisor, "command")).toMatch(/overrides its args \(the image's command\)/);
+    expect(await refusal(supervisor, "workdir")).toMatch(/overrides its working_dir/);
+    expect(await refusal(supervisor, "unpinned")).toMatch(/pro images must be pinned by digest/);
+    expect(await refusal(supervisor, "preload")).toMatch(/LD_PRELOAD changes how/);
+    expect(await refusal(supervisor, "option")).toMatch(/"--privileged" is not an image reference/);
+    expect(await refusal(supervisor, "mount-state")).toMatch(/would expose .*state to the workload/);
+    expect(await refusal(supervisor, "mount-root")).toMatch(/mount source \/ would expose/);
+    expect(await refusal(supervisor, "mount-docker")).toMatch(/would expose \/(var\/)?run\/docker.sock/);
+    expect(await refusal(supervisor, "mount-proc")).toMatch(/would expose \/proc/);
+    // Only the spec that runs as built reached `docker run`, with nothing after the image.
+    expect(lines().filter((l) => l.startsWith("run "))).toEqual([
+      `run --detach --name fabric-as-built --label fabric.workload-id=as-built --label fabric.generation=1 --network host --env MODE=edge ${image}`,
+    ]);
   });
 
   it("reports container workloads UNSUPPORTED where docker has no engine", async () => {

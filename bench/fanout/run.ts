@@ -409,7 +409,13 @@ const fabric = await startFabric({
   env: {
     ca: { FABRIC_LOG_LEVEL: "error" },
     registry: { FABRIC_LOG_LEVEL: "error" },
-    router: { FABRIC_LOG_LEVEL: "error" },
+    router: {
+      FABRIC_LOG_LEVEL: "error",
+      // Every agent connects from 127.0.0.1, and the reconnect storm handshakes them all at once: the
+      // per-address caps that stop one attacker's address must let this one address hold 10,000 agents.
+      FABRIC_MAX_CONNECTIONS_PER_ADDRESS: "25000",
+      FABRIC_MAX_HANDSHAKES_PER_ADDRESS: "20000",
+    },
   },
 });
 try {

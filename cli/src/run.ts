@@ -7,7 +7,7 @@ import { GLOBAL_FLAGS, readGlobalOptions } from "./global-flags.js";
 import { commandHelp, groupHelp, rootHelp } from "./help.js";
 import { checkIdentity } from "./identity-check.js";
 import type { Io } from "./io.js";
-import { Output } from "./output.js";
+import { Output, terminalText } from "./output.js";
 import { parseFlags } from "./parse-flags.js";
 import { loadContracts } from "./rpc/contracts.js";
 import { rpcFailure } from "./rpc-failure.js";
@@ -62,8 +62,9 @@ export async function runCli(argv: string[], io: Io): Promise<number> {
     return EXIT.ok;
   } catch (err) {
     const failure = toCliError(err, session, path);
-    io.err(`error: ${failure.message}\n`);
-    if (failure.hint) io.err(`hint: ${failure.hint}\n`);
+    // Server messages can quote what an anonymous joiner or a node wrote: never terminal control.
+    io.err(`error: ${terminalText(failure.message)}\n`);
+    if (failure.hint) io.err(`hint: ${terminalText(failure.hint)}\n`);
     return failure.exitCode;
   }
 }

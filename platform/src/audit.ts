@@ -1,5 +1,6 @@
 import { createHash, randomUUID } from "node:crypto";
 import type { Pool, PoolClient } from "./database.js";
+import { invalidArgument } from "./errors.js";
 
 /** What happened, by whom, to what. Never put a secret in details. */
 export interface AuditInput {
@@ -23,7 +24,8 @@ export interface AuditEvent extends Required<Omit<AuditInput, "details">> {
   hash: Buffer;
 }
 
-const GENESIS: Buffer = Buffer.alloc(32);
+/** prev_hash of the first record. */
+export const GENESIS: Buffer = Buffer.alloc(32);
 
 /** The bytes an event's hash covers besides the previous hash: stable JSON with sorted keys. */
 export function canonicalEvent(e: Omit<AuditEvent, "prevHash" | "hash">): string {
@@ -153,14 +155,27 @@ export function auditEventFromRow(r: AuditRow): AuditEvent {
 
 export interface AuditFilter {
   actorId?: string;
+  /** Exactly this action. */
   action?: string;
+  /** Actions starting with this. */
+  actionPrefix?: string;
   targetType?: string;
   targetId?: string;
   clusterId?: string;
   orgId?: string;
+  outcome?: AuditInput["outcome"];
+  /** At or after. */
+  since?: Date;
+  /** Before. */
+  until?: Date;
 }
 
-/** Newest first, paged by sequence number: pass the last seq seen as `beforeSeq` for the next page. */
+const escapeLike = (prefix: string) => prefix.replace(/[\\%_]/g, (c) => `\\${c}`);
+
+/**
+ * Newest first (by time, then sequence number), filters combined with AND. Paged by the last event
+ * seen: pass its seq as `beforeSeq` for the next page, which continues in the same order.
+ */
 export async function listAudit(
   pool: Pool,
   filter: AuditFilter,
@@ -168,25 +183,172 @@ export async function listAudit(
 ): Promise<AuditEvent[]> {
   const where: string[] = [];
   const args: unknown[] = [];
-  const add = (column: string, value: string | undefined) => {
-    if (!value) return;
+  const add = (sql: string, value: unknown) => {
+    if (value === undefined || value === "") return;
     args.push(value);
-    where.push(`${column} = $${args.length}`);
+    where.push(sql.replaceAll("?", `$${args.length}`));
   };
-  add("actor_id", filter.actorId);
-  add("action", filter.action);
-  add("target_type", filter.targetType);
-  add("target_id", filter.targetId);
-  add("cluster_id", filter.clusterId);
-  add("org_id", filter.orgId);
-  if (page.beforeSeq !== undefined) {
-    args.push(page.beforeSeq.toString());
-    where.push(`seq < $${args.length}`);
-  }
+  add("actor_id = ?", filter.actorId);
+  add("action = ?", filter.action);
+  add("action LIKE ? || '%'", filter.actionPrefix && escapeLike(filter.actionPrefix));
+  add("target_type = ?", filter.targetType);
+  add("target_id = ?", filter.targetId);
+  add("cluster_id = ?", filter.clusterId);
+  add("org_id = ?", filter.orgId);
+  add("outcome = ?", filter.outcome);
+  add("at >= ?", filter.since);
+  add("at < ?", filter.until);
+  // Keyset on (at, seq) read from the row itself, at the database's full time precision.
+  add(
+    "(at, seq) < ((SELECT at FROM audit_events WHERE seq = ?::bigint), ?::bigint)",
+    page.beforeSeq?.toString(),
+  );
   args.push(page.limit);
   const sql = `SELECT ${AUDIT_COLUMNS} FROM audit_events ${where.length ? `WHERE ${where.join(" AND ")}` : ""}
     ORDER BY audit_events.at DESC, audit_events.seq DESC LIMIT $${args.length}`;
   return (await pool.query<AuditRow>(sql, args)).rows.map(auditEventFromRow);
+}
+
+/** A range of the chain to verify; 0 (or absent) means from the first record, or up to the head. */
+export interface AuditRange {
+  fromSeq?: bigint;
+  toSeq?: bigint;
+}
+
+/** What VerifyAudit answers (the contract's VerifyAuditResponse). */
+export interface AuditVerificationResult {
+  ok: boolean;
+  rowsChecked: bigint;
+  /** 0 when ok. */
+  firstBrokenSeq: bigint;
+  /** Empty when ok. */
+  problem: string;
+  lastSeq: bigint;
+  /** Hash of record lastSeq, lowercase hex; empty when nothing was checked. */
+  headHash: string;
+}
+
+/** A problem found at one record. */
+export interface ChainProblem {
+  seq: bigint;
+  problem: string;
+}
+
+/**
+ * What a verification checks besides the links of the chain: the signed checkpoints
+ * (audit-checkpoints.ts). `check` sees each batch of records whose links are intact, in order;
+ * `beyondHead` runs when the walk reached the head, for records a checkpoint covers that are gone.
+ */
+export interface ChainAnchors {
+  check(events: AuditEvent[]): Promise<ChainProblem | undefined>;
+  beyondHead(headSeq: bigint): Promise<ChainProblem | undefined>;
+}
+
+/**
+ * The first broken link among events that should follow `prevHash` from `expectedSeq` on: a missing
+ * record, a prev_hash that is not its predecessor's hash, or content that does not match its hash.
+ */
+export function firstBrokenLink(
+  prevHash: Buffer,
+  expectedSeq: bigint,
+  events: AuditEvent[],
+): (ChainProblem & { index: number }) | undefined {
+  let prev = prevHash;
+  for (const [index, e] of events.entries()) {
+    const seq = expectedSeq + BigInt(index);
+    if (e.seq !== seq) return { index, seq, problem: `seq ${seq} missing` };
+    if (!e.prevHash.equals(prev)) return { index, seq, problem: `prev_hash does not match seq ${seq - 1n}` };
+    if (!chainHash(prev, canonicalEvent(e)).equals(e.hash)) {
+      return {
+        index,
+        seq,
+        problem:
+          "hash mismatch: the record's content does not match its hash (it was changed after it was written)",
+      };
+    }
+    prev = e.hash;
+  }
+  return undefined;
+}
+
+const BATCH = 5_000;
+
+/**
+ * Walks the chain over a range in sequence order and reports the first record where it breaks: its
+ * links (every record), and, with `anchors`, the signed checkpoints. A range ending at the head also
+ * reports records a checkpoint covers that are no longer there.
+ */
+export async function verifyAudit(
+  pool: Pool,
+  range: AuditRange,
+  anchors?: ChainAnchors,
+): Promise<AuditVerificationResult> {
+  const head = await pool.query<{ seq: string }>("SELECT seq::text FROM audit_head");
+  const headSeq = BigInt(head.rows[0]!.seq);
+  const from = range.fromSeq || 1n;
+  const to = range.toSeq || headSeq;
+  const reachesHead = !range.toSeq || range.toSeq >= headSeq;
+  let checked = 0n;
+  let prevHash = GENESIS;
+  const broken = (p: ChainProblem): AuditVerificationResult => ({
+    ok: false,
+    rowsChecked: checked,
+    firstBrokenSeq: p.seq,
+    problem: p.problem,
+    lastSeq: p.seq - 1n,
+    headHash: p.seq - 1n >= 1n ? prevHash.toString("hex") : "",
+  });
+  if (headSeq === 0n && !range.toSeq) {
+    const gone = await anchors?.beyondHead(0n);
+    if (gone) return broken(gone);
+    return { ok: true, rowsChecked: 0n, firstBrokenSeq: 0n, problem: "", lastSeq: 0n, headHash: "" };
+  }
+  if (from > to) throw invalidArgument(`from_seq ${from} is after to_seq ${to}`);
+  if (from > 1n) {
+    const anchor = await pool.query<{ hash: Buffer }>("SELECT hash FROM audit_events WHERE seq = $1", [
+      (from - 1n).toString(),
+    ]);
+    if (!anchor.rows[0]) {
+      return {
+        ...broken({ seq: from - 1n, problem: `seq ${from - 1n} missing` }),
+        lastSeq: 0n,
+        headHash: "",
+      };
+    }
+    prevHash = anchor.rows[0].hash;
+  }
+  let expected = from;
+  while (expected <= to) {
+    const { rows } = await pool.query<AuditRow>(
+      `SELECT ${AUDIT_COLUMNS} FROM audit_events WHERE seq >= $1 AND seq <= $2 ORDER BY audit_events.seq LIMIT $3`,
+      [expected.toString(), to.toString(), BATCH],
+    );
+    if (rows.length === 0) break;
+    const events = rows.map(auditEventFromRow);
+    const link = firstBrokenLink(prevHash, expected, events);
+    const intact = link ? events.slice(0, link.index) : events;
+    // A checkpoint problem at an earlier record than the broken link is the first problem.
+    const anchored = intact.length > 0 ? await anchors?.check(intact) : undefined;
+    const problem = anchored ?? link;
+    const good = problem ? intact.filter((e) => e.seq < problem.seq) : intact;
+    checked += BigInt(good.length);
+    prevHash = good.at(-1)?.hash ?? prevHash;
+    if (problem) return broken(problem);
+    expected += BigInt(events.length);
+  }
+  if (expected <= to) return broken({ seq: expected, problem: `seq ${expected} missing` });
+  if (reachesHead) {
+    const gone = await anchors?.beyondHead(to);
+    if (gone) return broken(gone);
+  }
+  return {
+    ok: true,
+    rowsChecked: checked,
+    firstBrokenSeq: 0n,
+    problem: "",
+    lastSeq: to,
+    headHash: checked > 0n || from > 1n ? prevHash.toString("hex") : "",
+  };
 }
 
 export interface AuditVerification {
@@ -197,36 +359,10 @@ export interface AuditVerification {
   reason?: string;
 }
 
-/** Walks the whole chain in sequence order and reports the first broken link. */
-export async function verifyAuditChain(pool: Pool, batch = 5_000): Promise<AuditVerification> {
-  let prevHash = GENESIS;
-  let expectedSeq = 1n;
-  let checked = 0;
-  for (;;) {
-    const { rows } = await pool.query<AuditRow>(
-      `SELECT ${AUDIT_COLUMNS} FROM audit_events WHERE seq >= $1 ORDER BY audit_events.seq LIMIT $2`,
-      [expectedSeq.toString(), batch],
-    );
-    if (rows.length === 0) return { ok: true, checked };
-    for (const row of rows) {
-      const e = auditEventFromRow(row);
-      if (e.seq !== expectedSeq) {
-        return { ok: false, checked, brokenSeq: expectedSeq, reason: `row ${expectedSeq} is missing` };
-      }
-      if (!e.prevHash.equals(prevHash)) {
-        return {
-          ok: false,
-          checked,
-          brokenSeq: e.seq,
-          reason: "prev_hash does not match the previous row's hash",
-        };
-      }
-      if (!chainHash(prevHash, canonicalEvent(e)).equals(e.hash)) {
-        return { ok: false, checked, brokenSeq: e.seq, reason: "row content does not match its hash" };
-      }
-      prevHash = e.hash;
-      expectedSeq += 1n;
-      checked += 1;
-    }
-  }
+/** The links of the whole chain (no checkpoints), for tests and benches reading the database directly. */
+export async function verifyAuditChain(pool: Pool): Promise<AuditVerification> {
+  const r = await verifyAudit(pool, {});
+  return r.ok
+    ? { ok: true, checked: Number(r.rowsChecked) }
+    : { ok: false, checked: Number(r.rowsChecked), brokenSeq: r.firstBrokenSeq, reason: r.problem };
 }

@@ -1,5 +1,7 @@
-import { Code, ConnectError, type Interceptor } from "@connectrpc/connect";
+import { Code, ConnectError, type Interceptor, type StreamRequest } from "@connectrpc/connect";
 import type { DescService } from "@bufbuild/protobuf";
+import { systemClock, type Clock } from "./clock.js";
+import { GuardSweeper, IdentityGuard, identityProblem, STREAM_RECHECK_MS } from "./identity-validity.js";
 import type { AdminRole, ServiceName } from "./pki/principal-kinds.js";
 import { kPeer, type Principal } from "./principal.js";
 import { kRemoteAddress } from "./remote-address.js";
@@ -11,6 +13,8 @@ import type { RevocationSet } from "./revocation.js";
  */
 export interface Rule {
   anonymous?: true;
+  /** Any caller with a valid certificate from this fabric's CA, whatever its kind. */
+  authenticated?: true;
   /** Any node, or any developer (user) principal. */
   kinds?: ("node" | "user")[];
   /** These service identities. */
@@ -28,6 +32,7 @@ export interface PolicyBinding {
 }
 
 export function allows(rule: Rule, principal: Principal): boolean {
+  if (rule.authenticated) return true;
   switch (principal.kind) {
     case "node":
     case "user":
@@ -41,6 +46,7 @@ export function allows(rule: Rule, principal: Principal): boolean {
 
 function describeRule(rule: Rule): string {
   const parts = [
+    ...(rule.authenticated ? ["any enrolled identity"] : []),
     ...(rule.kinds ?? []).map((k) => `${k} principals`),
     ...(rule.services ?? []).map((s) => `the ${s} service`),
     ...(rule.adminRoles ?? []).map((r) => r),
@@ -48,10 +54,6 @@ function describeRule(rule: Rule): string {
   return parts.length ? parts.join(", ") : "nobody";
 }
 
-/**
- * The one authorization interceptor (default deny): authenticates the peer, refuses revoked identities,
- * applies the service's table, and cuts a streaming call the moment its caller's certificate is revoked.
- */
 /** A call the authorization interceptor refused: what the service's audit log records of it. */
 export interface AuthorizationRefusal {
   /** e.g. fabric.ca.v1.CaService/Sign */
@@ -64,12 +66,31 @@ export interface AuthorizationRefusal {
   address: string;
 }
 
+export interface AuthorizationOptions {
+  revocations: RevocationSet;
+  /** Told of every refused call (the service audits them); must not block. */
+  onRefusal?: (refusal: AuthorizationRefusal) => void;
+  clock?: Clock;
+  /** Periodic re-check of open streams (default STREAM_RECHECK_MS). */
+  streamRecheckMs?: number;
+}
+
+/**
+ * The one authorization interceptor (default deny): authenticates the peer, refuses identities that are
+ * expired, not yet valid or revoked at the time of the call, applies the service's table, and keeps
+ * checking for as long as a streaming call lasts: the call ends with Unauthenticated at the first instant
+ * past its certificate's notAfter, the moment it is revoked, and at the latest STREAM_RECHECK_MS after a
+ * clock step made it invalid; every request message of a client or bidi stream is checked as it arrives.
+ */
 export function authorizationInterceptor(
   bindings: PolicyBinding[],
-  revocations: RevocationSet,
-  onRefusal: (refusal: AuthorizationRefusal) => void = () => {},
+  options: AuthorizationOptions,
 ): Interceptor {
   const tables = new Map(bindings.map((b) => [b.service.typeName, b.policy]));
+  const { revocations } = options;
+  const onRefusal = options.onRefusal ?? (() => {});
+  const clock = options.clock ?? systemClock;
+  const sweeper = new GuardSweeper(clock, options.streamRecheckMs ?? STREAM_RECHECK_MS);
   return (next) => async (req) => {
     const rule = tables.get(req.service.typeName)?.[req.method.localName];
     const rpc = `${req.service.typeName}/${req.method.name}`;
@@ -78,8 +99,16 @@ export function authorizationInterceptor(
       return new ConnectError(reason, code);
     };
     if (!rule) throw refuse(`${rpc} has no authorization rule; refusing by default`, Code.PermissionDenied);
-    if (rule.anonymous) return next(req);
     const peer = req.contextValues.get(kPeer);
+    if (rule.anonymous) {
+      // The call goes ahead as anonymous, but a handler must never see a principal that is no longer
+      // valid: the peer is withdrawn for this call.
+      if (peer.state === "verified") {
+        const problem = identityProblem(peer.principal, revocations, clock.now());
+        if (problem) req.contextValues.set(kPeer, { state: "rejected", reason: problem });
+      }
+      return next(req);
+    }
     if (peer.state === "none") {
       throw refuse(
         `${rpc} needs a client certificate issued by this fabric's CA; enroll first or pass your identity`,
@@ -88,13 +117,8 @@ export function authorizationInterceptor(
     }
     if (peer.state === "rejected") throw refuse(peer.reason, Code.Unauthenticated);
     const principal = peer.principal;
-    if (revocations.isRevoked(principal)) {
-      throw refuse(
-        `certificate ${principal.serialHex} of ${principal.kind} "${principal.id}" has been revoked; re-enroll to get a new identity`,
-        Code.Unauthenticated,
-        principal,
-      );
-    }
+    const problem = identityProblem(principal, revocations, clock.now());
+    if (problem) throw refuse(problem, Code.Unauthenticated, principal);
     if (!allows(rule, principal)) {
       const who =
         principal.kind === "admin"
@@ -106,46 +130,49 @@ export function authorizationInterceptor(
         principal,
       );
     }
-    const res = await next(req);
-    if (!res.stream) return res;
-    return { ...res, message: cutOnRevocation(res.message, principal, revocations) };
+    if (!req.stream) return next(req);
+
+    const guard = new IdentityGuard(principal, revocations, clock, sweeper);
+    // The call's signal aborts when it ends however it ends, even if its response is never read.
+    req.signal.addEventListener("abort", () => guard.dispose(), { once: true });
+    let res;
+    try {
+      res = await next({ ...req, message: checkedMessages(req, guard, false) } as StreamRequest);
+    } catch (err) {
+      guard.dispose();
+      throw err;
+    }
+    if (!res.stream) {
+      // A client stream: its answer must not go out if the identity failed while the handler ran.
+      guard.dispose();
+      guard.check();
+      return res;
+    }
+    return { ...res, message: checkedMessages(res, guard, true) };
   };
 }
 
-/** Wraps a response stream so it ends with Unauthenticated as soon as the caller's serial is revoked. */
-async function* cutOnRevocation<T>(
-  messages: AsyncIterable<T>,
-  principal: Principal,
-  revocations: RevocationSet,
+/**
+ * Hands on a stream's messages (requests as the handler reads them, or responses as they are sent) for
+ * as long as the guard holds, checking the identity again at each one. A stream waiting for its next
+ * message ends with the guard's Unauthenticated the moment the guard fails. The response stream's end is
+ * the call's end, so it releases the guard (`endsCall`); the end of the requests is only a half-close.
+ */
+async function* checkedMessages<T>(
+  stream: { message: AsyncIterable<T> },
+  guard: IdentityGuard,
+  endsCall: boolean,
 ): AsyncGenerator<T> {
-  // A fresh promise per wait: racing every message against one long-lived promise would leave a reaction
-  // on it per message for the whole life of the stream.
-  let isRevoked = false;
-  let wake: (() => void) | undefined;
-  const unwatch = revocations.watch(principal, () => {
-    isRevoked = true;
-    wake?.();
-  });
-  const iterator = messages[Symbol.asyncIterator]();
+  const iterator = stream.message[Symbol.asyncIterator]();
   try {
     for (;;) {
-      const revokedSignal = new Promise<"revoked">((resolve) => {
-        wake = () => resolve("revoked");
-        if (isRevoked) wake();
-      });
-      const step = await Promise.race([iterator.next(), revokedSignal]);
-      wake = undefined;
-      if (step === "revoked") {
-        throw new ConnectError(
-          `certificate ${principal.serialHex} was revoked; this stream is closed. Re-enroll to get a new identity`,
-          Code.Unauthenticated,
-        );
-      }
+      const step = await guard.race(iterator.next());
       if (step.done) return;
+      guard.check();
       yield step.value;
     }
   } finally {
-    unwatch();
+    if (endsCall) guard.dispose();
     void iterator.return?.();
   }
 }

@@ -15,7 +15,8 @@ export class ConfigError extends Error {
   }
 }
 
-const SECRET_KEY = /passphrase|password|secret|token|pin|key/i;
+// Database URLs may carry a password.
+const SECRET_KEY = /passphrase|password|secret|token|pin|key|database/i;
 
 export function envNameOf(key: string): string {
   return `FABRIC_${key.replace(/([a-z0-9])([A-Z])/g, "$1_$2").toUpperCase()}`;

@@ -56,10 +56,14 @@ const toProto = (s: Status | undefined) =>
       ? ServingStatus.SERVING
       : ServingStatus.NOT_SERVING;
 
-/** Health is open to any caller that passed TLS (probes and load balancers). */
+/**
+ * Check and List answer at once, so they stay open to any caller that passed TLS (probes and load
+ * balancers). Watch holds a stream open for as long as the caller likes: anonymous callers could pile
+ * them up by the thousand on a port with optional client certificates, so it needs an enrolled identity.
+ */
 export const HEALTH_POLICY: PolicyBinding = {
   service: Health,
-  policy: { check: { anonymous: true }, watch: { anonymous: true }, list: { anonymous: true } },
+  policy: { check: { anonymous: true }, watch: { authenticated: true }, list: { anonymous: true } },
 };
 
 export function registerHealthService(router: ConnectRouter, state: HealthState): void {

@@ -1,5 +1,13 @@
 import http from "node:http";
 import type { Registry } from "prom-client";
+import { systemClock, type Clock } from "./clock.js";
+import {
+  applyHttp1Limits,
+  ConnectionLimiter,
+  DEFAULT_PLAIN_LISTENER_LIMITS,
+  type ListenerLimits,
+  type ListenerRefusal,
+} from "./listener-limits.js";
 
 export type PlainRoute = (req: http.IncomingMessage, res: http.ServerResponse) => void | Promise<void>;
 
@@ -10,11 +18,32 @@ export interface PlainHttpOptions {
   isReady: () => boolean;
   /** Extra routes by path, e.g. the CA's /crl and /ocsp. */
   routes?: Record<string, PlainRoute>;
+  /** Default DEFAULT_PLAIN_LISTENER_LIMITS: every connection here is anonymous. */
+  limits?: ListenerLimits;
+  clock?: Clock;
+  onRefused?: (reason: ListenerRefusal) => void;
 }
 
-/** The plain (non-TLS) HTTP listener: liveness, readiness, Prometheus metrics and service routes. */
-export function createPlainHttpServer(options: PlainHttpOptions): http.Server {
-  return http.createServer((req, res) => {
+export interface PlainHttpServer extends http.Server {
+  limiter: ConnectionLimiter;
+}
+
+/**
+ * The plain (non-TLS) HTTP listener: liveness, readiness, Prometheus metrics and service routes. Anyone
+ * who can reach the port can use it, so connections per address, idle time, header size and request time
+ * are limited.
+ */
+export function createPlainHttpServer(options: PlainHttpOptions): PlainHttpServer {
+  const limits = options.limits ?? DEFAULT_PLAIN_LISTENER_LIMITS;
+  const limiter = new ConnectionLimiter(limits, options.clock ?? systemClock, options.onRefused);
+  const server = http.createServer(limiter.wrap(plainRoutes(options)));
+  applyHttp1Limits(server, limits);
+  server.on("connection", (socket) => limiter.accept(socket, "anonymous"));
+  return Object.assign(server, { limiter });
+}
+
+function plainRoutes(options: PlainHttpOptions): http.RequestListener {
+  return (req, res) => {
     const path = new URL(req.url ?? "/", "http://localhost").pathname;
     const route = options.routes?.[path];
     const reply = (status: number, body: string, type = "text/plain; charset=utf-8") => {
@@ -41,5 +70,5 @@ export function createPlainHttpServer(options: PlainHttpOptions): http.Server {
       default:
         return reply(404, "not found\n");
     }
-  });
+  };
 }

@@ -98,11 +98,14 @@ function answer(index: DescriptorIndex, req: Request) {
   }
 }
 
-/** Reflection, like health, is open to any caller that passed TLS. */
+/**
+ * Reflection is a bidi stream the caller keeps open as long as it likes, so (like health Watch) it needs
+ * an enrolled identity of any kind; grpcurl and `buf curl` pass one with their certificate flags.
+ */
 export const REFLECTION_POLICIES: PolicyBinding[] = [v1.ServerReflection, v1alpha.ServerReflection].map(
   (service) => ({
     service,
-    policy: { serverReflectionInfo: { anonymous: true } },
+    policy: { serverReflectionInfo: { authenticated: true } },
   }),
 );
 

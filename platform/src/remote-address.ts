@@ -23,3 +23,10 @@ export function remoteAddressOf(req: Http2ServerRequest | IncomingMessage): stri
 export function remoteAddressFrom(values: ContextValues): string {
   return values.get(kRemoteAddress);
 }
+
+/** The host part of an `ip:port` address ("[::1]:443" → "::1"); "" stays "". */
+export function hostOfAddress(address: string): string {
+  const port = address.lastIndexOf(":");
+  const host = port > 0 ? address.slice(0, port) : address;
+  return host.startsWith("[") && host.endsWith("]") ? host.slice(1, -1) : host;
+}

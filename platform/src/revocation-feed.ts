@@ -2,6 +2,7 @@ import type { Client } from "@connectrpc/connect";
 import type { CaService, RevokedEntry as ProtoRevokedEntry } from "@fabric/proto/fabric/ca/v1/ca_pb.js";
 import { PrincipalKind } from "@fabric/proto/fabric/common/v1/common_pb.js";
 import { timestampDate } from "@bufbuild/protobuf/wkt";
+import { sleep, systemClock, type Clock, type ClockTimer } from "./clock.js";
 import type { Logger } from "./logger.js";
 import { principalKey, type RevocationSet, type RevokedEntry } from "./revocation.js";
 
@@ -22,6 +23,9 @@ export function toRevokedEntry(e: ProtoRevokedEntry): RevokedEntry {
   return entry;
 }
 
+/** How often entries past their retention (revocation.ts) are dropped. */
+const PRUNE_INTERVAL_MS = 60_000;
+
 /**
  * Keeps `set` in step with the CA's WatchRevocations (list then watch, resuming from the last version
  * held, relisting when the CA says so), reconnecting with exponential backoff and full jitter until
@@ -30,11 +34,18 @@ export function toRevokedEntry(e: ProtoRevokedEntry): RevokedEntry {
 export async function followRevocations(
   ca: Client<typeof CaService>,
   set: RevocationSet,
-  options: { logger: Logger; signal: AbortSignal; onSynced?: () => void },
+  options: { logger: Logger; signal: AbortSignal; onSynced?: () => void; clock?: Clock },
 ): Promise<void> {
+  const clock = options.clock ?? systemClock;
   let failures = 0;
-  const prune = setInterval(() => set.prune(), 60_000);
-  prune.unref();
+  let prune: ClockTimer | undefined;
+  const schedulePrune = () => {
+    prune = clock.setTimeout(() => {
+      set.prune(new Date(clock.now()));
+      schedulePrune();
+    }, PRUNE_INTERVAL_MS);
+  };
+  schedulePrune();
   try {
     while (!options.signal.aborted) {
       let listing: RevokedEntry[] | undefined;
@@ -71,9 +82,9 @@ export async function followRevocations(
         );
       }
       const delay = Math.random() * Math.min(30_000, 250 * 2 ** Math.min(failures, 8));
-      await new Promise((r) => setTimeout(r, delay));
+      await sleep(clock, delay, options.signal);
     }
   } finally {
-    clearInterval(prune);
+    if (prune) clock.clearTimeout(prune);
   }
 }

@@ -10,9 +10,24 @@ export interface RevokedEntry {
   /** "kind/id", e.g. "node/n-1"; required for principal-wide revocations. */
   principal?: string;
   revokedAt?: Date;
-  /** When the certificate(s) would have expired anyway; after that the entry can be dropped. */
+  /**
+   * When the certificate(s) would have expired anyway; REVOCATION_RETENTION_MS after that the entry
+   * can be dropped.
+   */
   notAfter: Date;
 }
+
+/**
+ * How long a revocation is kept after the notAfter of what it covers. Every call re-checks its
+ * certificate's notAfter against this process's clock (authorization.ts), so locally an entry is moot
+ * from notAfter on; the margin covers the clocks disagreeing: the CA decides what to list by the
+ * database's clock, this process by its own, and a process whose clock runs behind would otherwise see a
+ * certificate as still valid after its revocation was already forgotten. A day is far beyond the skew
+ * of any host whose clock is kept at all, and revocations are few, so the memory is negligible. Keeping
+ * entries (rather than tracking which connections still hold a serial) also covers connections opened
+ * later with a copy of the same certificate.
+ */
+export const REVOCATION_RETENTION_MS = 86_400_000;
 
 /** The identity a caller presented, as far as revocation cares. */
 export interface PresentedIdentity {
@@ -70,10 +85,15 @@ export class RevocationSet {
     this.version = version;
   }
 
-  /** Drops entries whose certificates have expired: an expired certificate fails TLS anyway. */
-  prune(now = new Date()): void {
-    for (const [serial, notAfter] of this.serials) if (notAfter < now) this.serials.delete(serial);
-    for (const [key, p] of this.principals) if (p.notAfter < now) this.principals.delete(key);
+  /**
+   * Drops entries whose certificates expired more than REVOCATION_RETENTION_MS before `now`: by then
+   * every call presenting them is refused as expired, whichever clock issued or revoked them.
+   */
+  prune(now: Date): void {
+    const cutoff = now.getTime() - REVOCATION_RETENTION_MS;
+    for (const [serial, notAfter] of this.serials)
+      if (notAfter.getTime() < cutoff) this.serials.delete(serial);
+    for (const [key, p] of this.principals) if (p.notAfter.getTime() < cutoff) this.principals.delete(key);
   }
 
   /** Calls onRevoked once if the identity is revoked while watched; returns the unwatch function. */

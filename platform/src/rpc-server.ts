@@ -2,6 +2,7 @@ import { constants } from "node:crypto";
 import http2 from "node:http2";
 import type { Server as HttpServer } from "node:http";
 import type { AddressInfo, Socket } from "node:net";
+import type { TLSSocket } from "node:tls";
 import type { DescService } from "@bufbuild/protobuf";
 import {
   createContextValues,
@@ -10,7 +11,7 @@ import {
   type ServiceImpl,
 } from "@connectrpc/connect";
 import { connectNodeAdapter } from "@connectrpc/connect-node";
-import type { Registry } from "prom-client";
+import { Counter, Gauge, type Registry } from "prom-client";
 import {
   authorizationInterceptor,
   type AuthorizationRefusal,
@@ -18,7 +19,19 @@ import {
   type PolicyBinding,
   type Rule,
 } from "./authorization.js";
+import { systemClock, type Clock } from "./clock.js";
 import { HEALTH_POLICY, HealthState, registerHealthService } from "./health.js";
+import {
+  applyHttp1Limits,
+  ConnectionLimiter,
+  DEFAULT_LISTENER_LIMITS,
+  DEFAULT_PLAIN_LISTENER_LIMITS,
+  http2LimitOptions,
+  limitAnonymousRequests,
+  type ListenerLimits,
+  type ListenerRefusal,
+  type ListenerStats,
+} from "./listener-limits.js";
 import type { Logger } from "./logger.js";
 import { createMetricsRegistry, rpcMetricsInterceptor } from "./metrics.js";
 import { createPlainHttpServer, type PlainRoute } from "./plain-http.js";
@@ -72,6 +85,14 @@ export interface RpcServerOptions {
   interceptors?: Interceptor[];
   /** How long close() lets open streams finish before cutting them. */
   shutdownGraceMs?: number;
+  /** Time for certificate validity, stream re-checks and idle connections. Default: the system clock. */
+  clock?: Clock;
+  /** Limits of the mTLS gRPC port, over DEFAULT_LISTENER_LIMITS (listener-limits.ts). */
+  limits?: Partial<ListenerLimits>;
+  /** Limits of the plain HTTP port, over DEFAULT_PLAIN_LISTENER_LIMITS. */
+  plainLimits?: Partial<ListenerLimits>;
+  /** Periodic re-check of open streams' identities (default STREAM_RECHECK_MS, identity-validity.ts). */
+  streamRecheckMs?: number;
 }
 
 export interface RpcServer {
@@ -88,6 +109,8 @@ export interface RpcServer {
   setReady(ready: boolean): void;
   /** Swaps the server's own certificate (service renewal) without dropping connections. */
   updateCredentials(credentials: TlsCredentials): void;
+  /** What clients hold on each listener right now. */
+  listenerStats(): { grpc: ListenerStats; http: ListenerStats };
   close(): Promise<void>;
 }
 
@@ -99,6 +122,18 @@ export async function createRpcServer(options: RpcServerOptions): Promise<RpcSer
   const metrics = options.metrics ?? createMetricsRegistry(options.name);
   const health = new HealthState(options.services.map((s) => s.service.typeName));
   const shutdown = new AbortController();
+  const clock = options.clock ?? systemClock;
+  const limits: ListenerLimits = { ...DEFAULT_LISTENER_LIMITS, ...options.limits };
+  const plainLimits: ListenerLimits = { ...DEFAULT_PLAIN_LISTENER_LIMITS, ...options.plainLimits };
+  const listenerRefusals = new Counter({
+    name: "fabric_listener_refusals_total",
+    help: "Connections and streams a listener refused or cut for going past its limits, by reason.",
+    labelNames: ["listener", "reason"],
+    registers: [metrics],
+  });
+  const refused = (listener: string) => (reason: ListenerRefusal) =>
+    listenerRefusals.inc({ listener, reason });
+  const limiter = new ConnectionLimiter(limits, clock, refused("grpc"));
   let ready = false;
 
   const bindings: PolicyBinding[] = [
@@ -113,7 +148,13 @@ export async function createRpcServer(options: RpcServerOptions): Promise<RpcSer
       router,
       options.services.map((s) => s.service),
     );
-    router.handlers.splice(0, router.handlers.length, ...router.handlers.map(refuseUndecodable));
+    router.handlers.splice(
+      0,
+      router.handlers.length,
+      ...router.handlers.map((h) =>
+        limitAnonymousRequests(refuseUndecodable(h), limits.maxAnonymousRequestBytes),
+      ),
+    );
   };
 
   const handler = connectNodeAdapter({
@@ -130,7 +171,12 @@ export async function createRpcServer(options: RpcServerOptions): Promise<RpcSer
       tracingInterceptor("server"),
       rpcMetricsInterceptor(metrics),
       errorInterceptor(logger),
-      authorizationInterceptor(bindings, revocations, options.onRefusal),
+      authorizationInterceptor(bindings, {
+        revocations,
+        clock,
+        ...(options.onRefusal ? { onRefusal: options.onRefusal } : {}),
+        ...(options.streamRecheckMs ? { streamRecheckMs: options.streamRecheckMs } : {}),
+      }),
       ...(options.interceptors ?? []),
     ],
     contextValues: (req) =>
@@ -148,19 +194,24 @@ export async function createRpcServer(options: RpcServerOptions): Promise<RpcSer
       // Fabric's clients keep their connections rather than resume TLS sessions; tickets would only cost
       // 8-15 KiB per connection (measured with 10,000 agents on one router).
       secureOptions: constants.SSL_OP_NO_TICKET,
+      ...http2LimitOptions(limits),
     },
-    handler,
+    limiter.wrap(handler),
   );
+  applyHttp1Limits(server, limits);
   // http2Server.close() waits for open sessions: track them (and HTTP/1 sockets) so shutdown can end them.
   const sessions = new Set<http2.ServerHttp2Session>();
   const sockets = new Set<Socket>();
+  server.on("connection", (socket: Socket) => limiter.accept(socket, "handshake"));
   server.on("session", (session: http2.ServerHttp2Session) => {
     sessions.add(session);
     session.on("close", () => sessions.delete(session));
+    limiter.session(session);
   });
-  server.on("secureConnection", (socket: Socket) => {
+  server.on("secureConnection", (socket: TLSSocket) => {
     sockets.add(socket);
     socket.on("close", () => sockets.delete(socket));
+    limiter.secured(socket);
   });
   server.on("tlsClientError", (err) => logger.debug({ err: err.message }, "tls handshake refused"));
 
@@ -170,6 +221,26 @@ export async function createRpcServer(options: RpcServerOptions): Promise<RpcSer
     metrics,
     isReady: () => ready,
     ...(options.httpRoutes ? { routes: options.httpRoutes } : {}),
+    limits: plainLimits,
+    clock,
+    onRefused: refused("http"),
+  });
+  new Gauge({
+    name: "fabric_listener_connections",
+    help: "Open connections per listener: in their TLS handshake, anonymous, or with a client certificate.",
+    labelNames: ["listener", "kind"],
+    registers: [metrics],
+    collect() {
+      for (const [listener, stats] of [
+        ["grpc", limiter.stats()],
+        ["http", plain.limiter.stats()],
+      ] as const) {
+        const { connections, handshakes, anonymousConnections } = stats;
+        this.set({ listener, kind: "handshake" }, handshakes);
+        this.set({ listener, kind: "anonymous" }, anonymousConnections);
+        this.set({ listener, kind: "authenticated" }, connections - handshakes - anonymousConnections);
+      }
+    },
   });
 
   await listen(server, options.grpcPort, host);
@@ -196,6 +267,7 @@ export async function createRpcServer(options: RpcServerOptions): Promise<RpcSer
     updateCredentials(credentials) {
       server.setSecureContext(secureContextOptions(credentials));
     },
+    listenerStats: () => ({ grpc: limiter.stats(), http: plain.limiter.stats() }),
     async close() {
       ready = false;
       health.setAll("NOT_SERVING");

@@ -3,12 +3,14 @@ import type { Client } from "@connectrpc/connect";
 import { CaService } from "@fabric/proto/fabric/ca/v1/ca_pb.js";
 import type { Registry } from "prom-client";
 import { z } from "zod";
+import { AuditCheckpoints } from "./audit-checkpoints.js";
+import { auditHandlers, type AuditHandlers } from "./audit-rpc.js";
 import { exitOnConfigError, loadConfig, setting } from "./config.js";
 import { createPool, type Pool } from "./database.js";
+import { bootstrapServiceDatabase, prepareServiceDatabase } from "./database-roles.js";
 import { loadIdentity } from "./identity-store.js";
 import { createLogger, type Logger } from "./logger.js";
 import { createMetricsRegistry } from "./metrics.js";
-import { migrate } from "./migrations.js";
 import type { ServiceName } from "./pki/principal-kinds.js";
 import { buildSpiffeId, isValidTrustDomain } from "./pki/spiffe.js";
 import type { PlainRoute } from "./plain-http.js";
@@ -17,6 +19,8 @@ import { RevocationSet } from "./revocation.js";
 import { createRpcClient } from "./rpc-client.js";
 import { survivePingTimeouts } from "./ping-timeouts.js";
 import { auditRefusals } from "./refusal-audit.js";
+import { DEFAULT_LISTENER_LIMITS } from "./listener-limits.js";
+import { refusalAuditorFor } from "./refusal-auditor.js";
 import { createRpcServer, type RpcServer, type ServiceRegistration } from "./rpc-server.js";
 import { ServiceIdentity, renewThroughCa } from "./service-identity.js";
 import type { TlsCredentials } from "./tls-credentials.js";
@@ -33,14 +37,25 @@ export function baseSettings(defaults: { grpcPort: number; httpPort: number }) {
     grpcPort: setting.port(defaults.grpcPort),
     httpPort: setting.port(defaults.httpPort),
     databaseUrl: setting.url(),
+    databaseAdminUrl: setting.url().optional(),
     dbPoolSize: z.coerce.number().int().min(1).max(200).default(10),
     identityDir: setting.path(),
     caUrl: setting.url().optional(),
     logLevel: setting.logLevel(),
     traceFile: setting.path().optional(),
     otlpEndpoint: setting.url().optional(),
+    auditCheckpointMs: setting.durationMs(60_000),
+    // Listener limits (listener-limits.ts): the defaults suit one address's honest clients; a host that
+    // fronts thousands of agents from one address (a NAT, the fan-out bench) raises them.
+    maxConcurrentStreams: limit(DEFAULT_LISTENER_LIMITS.maxConcurrentStreams),
+    maxConnectionsPerAddress: limit(DEFAULT_LISTENER_LIMITS.maxConnectionsPerAddress),
+    maxHandshakesPerAddress: limit(DEFAULT_LISTENER_LIMITS.maxHandshakesPerAddress),
+    maxAnonymousConnectionsPerAddress: limit(DEFAULT_LISTENER_LIMITS.maxAnonymousConnectionsPerAddress),
+    maxAnonymousStreamsPerAddress: limit(DEFAULT_LISTENER_LIMITS.maxAnonymousStreamsPerAddress),
   };
 }
+
+const limit = (fallback: number) => z.coerce.number().int().min(1).max(1_000_000).default(fallback);
 
 type BaseShape = ReturnType<typeof baseSettings>;
 
@@ -56,6 +71,8 @@ export interface ServiceContext<C> {
   signal: AbortSignal;
   /** A client to another Fabric service, authenticated with this service's current identity. */
   client<S extends DescService>(service: S, url: string, peer: ServiceName): Client<S>;
+  /** ListAudit and VerifyAudit over this service's audit log, for its RPC implementation. */
+  audit: AuditHandlers;
 }
 
 /** What a service plugs into the runtime. */
@@ -112,7 +129,14 @@ export async function startService<X extends z.ZodRawShape>(
     ...(config.otlpEndpoint ? { otlpEndpoint: config.otlpEndpoint } : {}),
   });
   const logger = createLogger({ service: def.name, level: config.logLevel });
-  await migrate({ url: config.databaseUrl, schema: def.name, dir: def.migrationsDir });
+  // From here on the service connects only as its own unprivileged role; the admin URL is not kept.
+  config.databaseUrl = await prepareServiceDatabase({
+    url: config.databaseUrl,
+    ...(config.databaseAdminUrl ? { adminUrl: config.databaseAdminUrl } : {}),
+    schema: def.name,
+    dir: def.migrationsDir,
+  });
+  delete config.databaseAdminUrl;
   const pool = createPool({ url: config.databaseUrl, schema: def.name, max: config.dbPoolSize });
   const shutdown = new AbortController();
   const revocations = new RevocationSet();
@@ -139,6 +163,9 @@ export async function startService<X extends z.ZodRawShape>(
     metrics,
     signal: shutdown.signal,
     client,
+    get audit() {
+      return audit;
+    },
   };
   const renew =
     def.renew?.(context) ??
@@ -152,6 +179,14 @@ export async function startService<X extends z.ZodRawShape>(
     logger,
     onRenewed: (creds) => serverRef.current?.updateCredentials(creds),
   });
+  const checkpoints = new AuditCheckpoints(pool, {
+    service: def.name,
+    trustDomain: config.trustDomain,
+    identity: () => identity.current(),
+    revocations,
+    logger,
+  });
+  const audit = auditHandlers(def.name, pool, checkpoints);
 
   const parts = await def.build(context);
   const running = await createRpcServer({
@@ -167,11 +202,19 @@ export async function startService<X extends z.ZodRawShape>(
     revocations,
     metrics,
     onRefusal: auditRefusals(pool, logger),
+    limits: {
+      maxConcurrentStreams: config.maxConcurrentStreams,
+      maxConnectionsPerAddress: config.maxConnectionsPerAddress,
+      maxHandshakesPerAddress: config.maxHandshakesPerAddress,
+      maxAnonymousConnectionsPerAddress: config.maxAnonymousConnectionsPerAddress,
+      maxAnonymousStreamsPerAddress: config.maxAnonymousStreamsPerAddress,
+    },
     ...(parts.httpRoutes ? { httpRoutes: parts.httpRoutes } : {}),
   });
   serverRef.current = running;
   await parts.start?.(running);
   identity.start();
+  checkpoints.start(config.auditCheckpointMs);
 
   let revocationsSynced: Promise<void> = Promise.resolve();
   if ((def.revocationSource ?? "ca") === "ca") {
@@ -197,14 +240,43 @@ export async function startService<X extends z.ZodRawShape>(
       identity.stop();
       await running.close();
       await parts.stop?.();
+      // After the service's own shutdown, so its last audit events are in the final checkpoint.
+      await checkpoints.stop();
+      // Refusals still queued are written before the pool they belong to goes.
+      await refusalAuditorFor(pool, logger).close();
       await pool.end();
       await tracing.shutdown();
     },
   };
 }
 
-/** Process entry: starts the service, stops cleanly on SIGTERM/SIGINT, exits 78 on bad config. */
+/**
+ * `<service main> bootstrap`: readies the service's database and exits, so the long-running process
+ * never holds the admin URL (a Kubernetes init container, a compose one-shot). Reads DATABASE_URL (the
+ * service's own role and its password) and FABRIC_DATABASE_ADMIN_URL.
+ */
+async function bootstrapMain(def: { name: ServiceName; migrationsDir: string }): Promise<void> {
+  const config = loadConfig(z.object({ databaseUrl: setting.url(), databaseAdminUrl: setting.url() }), {
+    aliases: { databaseUrl: "DATABASE_URL" },
+  });
+  const applied = await bootstrapServiceDatabase({
+    adminUrl: config.databaseAdminUrl,
+    serviceUrl: config.databaseUrl,
+    schema: def.name,
+    dir: def.migrationsDir,
+  });
+  createLogger({ service: def.name }).info({ applied }, "database bootstrapped");
+}
+
+/**
+ * Process entry: starts the service, stops cleanly on SIGTERM/SIGINT, exits 78 on bad config; with the
+ * argument `bootstrap`, only readies the database (bootstrapMain).
+ */
 export async function runServiceMain<X extends z.ZodRawShape>(def: ServiceDefinition<X>): Promise<void> {
+  if (process.argv[2] === "bootstrap") {
+    await bootstrapMain(def).catch(exitOnConfigError);
+    return;
+  }
   let running: Awaited<ReturnType<typeof startService<X>>>;
   try {
     running = await startService(def);

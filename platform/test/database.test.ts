@@ -34,7 +34,12 @@ describe("migrations", () => {
     expect(codeB, b.output()).toBe(0);
     const appliedA = JSON.parse(a.output().trim().split("\n").pop()!) as string[];
     const appliedB = JSON.parse(b.output().trim().split("\n").pop()!) as string[];
-    const all = ["platform/0001_audit", "widgets/0001_widgets", "widgets/0002_slow"];
+    const all = [
+      "platform/0001_audit",
+      "platform/0002_audit_checkpoints",
+      "widgets/0001_widgets",
+      "widgets/0002_slow",
+    ];
     expect([...appliedA, ...appliedB].sort()).toEqual(all);
 
     pool = createPool({ url: db.url, schema: "widgets" });

@@ -11,7 +11,9 @@
  *
  * Services start in the order ca → registry → enrollment → router, each waiting for its /readyz. Each
  * gets FABRIC_IDENTITY_DIR=<dir>/services/<name> (written by initCa), DATABASE_URL of the shared fresh
- * database (each service has its own schema), FABRIC_TRUST_DOMAIN, FABRIC_GRPC_PORT / FABRIC_HTTP_PORT,
+ * database as its own login role (fabric_<name>: the harness bootstraps each service's role, schema and
+ * grants with the admin URL first, as `fabric up` does, so no service sees that URL), FABRIC_TRUST_DOMAIN,
+ * FABRIC_GRPC_PORT / FABRIC_HTTP_PORT,
  * and FABRIC_<PEER>_URL for every requested service; the CA also gets FABRIC_CA_DIR and
  * FABRIC_CA_PASSPHRASE. `env` adds or overrides variables per service (e.g. short lifetimes).
  * `issue` signs fixtures offline with the CA's intermediate (recorded in the CA's inventory, so they can
@@ -32,6 +34,7 @@ import {
   type OfflineIssueOptions,
 } from "@fabric/ca";
 import {
+  bootstrapServiceDatabase,
   buildSpiffeId,
   createRpcClient,
   loadIdentity,
@@ -83,7 +86,10 @@ export interface Fabric {
   /** The passphrase the CA keys are encrypted under. */
   passphrase: string;
   trustDomain: string;
+  /** The admin (superuser) URL of the fabric's database: reads every schema. */
   databaseUrl: string;
+  /** The URL a service connects with, as its own login role. */
+  serviceDatabaseUrl(name: ServiceName): string;
   urls: Partial<Record<ServiceName, ServiceUrls>>;
   /** A platform-admin identity. */
   admin: TlsCredentials;
@@ -137,13 +143,24 @@ export async function startFabric(options: StartFabricOptions): Promise<Fabric> 
     await initCa({ dir, trustDomain, passphrase, crlUrl: `${caHttp}/crl`, ocspUrl: `${caHttp}/ocsp` });
     database = await createTestDatabase("fabric");
     const databaseUrl = database.url;
+    const db = database;
+    await Promise.all(
+      requested.map((name) =>
+        bootstrapServiceDatabase({
+          adminUrl: databaseUrl,
+          serviceUrl: db.serviceUrl(name),
+          schema: name,
+          dir: join(REPO, "services", name, "migrations"),
+        }),
+      ),
+    );
     const issuer = await OfflineIssuer.open({ caDir: dir, passphrase });
 
     const peerUrls: Record<string, string> = {};
     for (const name of requested) peerUrls[`FABRIC_${name.toUpperCase()}_URL`] = urls[name]!.grpc;
     const envOf = (name: ServiceName): Record<string, string> => ({
       FABRIC_IDENTITY_DIR: serviceIdentityDir(dir, name),
-      DATABASE_URL: databaseUrl,
+      DATABASE_URL: db.serviceUrl(name),
       FABRIC_TRUST_DOMAIN: trustDomain,
       FABRIC_HOST: "127.0.0.1",
       FABRIC_GRPC_PORT: String(ports[name]!.grpc),
@@ -178,6 +195,7 @@ export async function startFabric(options: StartFabricOptions): Promise<Fabric> 
       passphrase,
       trustDomain,
       databaseUrl,
+      serviceDatabaseUrl: (name) => db.serviceUrl(name),
       urls,
       admin,
       issue: async (claims, issueOptions) => issuer.issue(claims, issueOptions),

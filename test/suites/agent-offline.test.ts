@@ -22,6 +22,8 @@ const AGENT_ENV = {
   FABRIC_RECONNECT_MAX_MS: "500",
   FABRIC_HEARTBEAT_INTERVAL_MS: "300",
   FABRIC_LOG_LEVEL: "info",
+  // An agent that is not root cannot give workloads a user of their own (CI runs as root).
+  FABRIC_INSECURE_SAME_USER_WORKLOADS: String(process.getuid?.() !== 0),
 };
 const CONTROL_PLANE = ["ca", "registry", "router"] as const;
 

@@ -3,6 +3,7 @@ import { Environment } from "@fabric/proto/fabric/common/v1/common_pb.js";
 import type { WorkloadSpec } from "@fabric/proto/fabric/common/v1/workload_pb.js";
 import { sleep } from "../backoff.js";
 import type { ExecProbeRunner } from "../health-checks.js";
+import { mountRefusal } from "../host-paths.js";
 import type { RotatingLog } from "../log-rotation.js";
 import {
   PermanentLaunchError,
@@ -11,6 +12,7 @@ import {
   type Launcher,
   type Preflight,
 } from "./launcher.js";
+import { workloadEnvRefusal } from "./workload-env.js";
 
 interface DockerResult {
   ok: boolean;
@@ -68,6 +70,28 @@ export function dockerRunArgs(spec: WorkloadSpec, generation: bigint): string[] 
 
 export const containerName = (workloadId: string) => `fabric-${workloadId}`;
 
+const DIGEST_PINNED = /^[^\s@]+@sha256:[0-9a-f]{64}$/;
+
+/**
+ * The pro guard rule as the agent enforces it (the registry does too; a snapshot from an older one is
+ * not trusted to have): a pro container runs a digest-pinned image exactly as it was built, so nothing
+ * that replaces what the image runs (entrypoint, command, working directory) may be set.
+ */
+function proContainerRefusal(spec: WorkloadSpec): string | undefined {
+  if (spec.environment !== Environment.PRO) return undefined;
+  if (!DIGEST_PINNED.test(spec.image)) {
+    return `pro images must be pinned by digest (name@sha256:<64 hex>), not ${JSON.stringify(spec.image)}`;
+  }
+  const overrides = [
+    spec.command && "command (the entrypoint)",
+    spec.args.length > 0 && "args (the image's command)",
+    spec.workingDir && "working_dir",
+  ].filter(Boolean);
+  return overrides.length > 0
+    ? `a pro image runs exactly as built; this spec overrides its ${overrides.join(", ")}`
+    : undefined;
+}
+
 /** Containers through the docker CLI: `docker run -d`, polled with `docker inspect`, removed with `docker rm -f`. */
 export class ContainerLauncher implements Launcher {
   private readonly name: string;
@@ -78,6 +102,8 @@ export class ContainerLauncher implements Launcher {
       spec: WorkloadSpec;
       generation: bigint;
       dockerPath: string;
+      /** Host paths no mount may expose: the agent's state directory and the workload root. */
+      protectedPaths: string[];
       /** Supervisor events; the container's own output stays with docker (`docker logs`). */
       log: RotatingLog;
       pollMs?: number;
@@ -93,14 +119,20 @@ export class ContainerLauncher implements Launcher {
   }
 
   async preflight(): Promise<Preflight> {
-    const { spec, dockerPath } = this.options;
+    const { spec, dockerPath, protectedPaths } = this.options;
     const unavailable = await dockerAvailability(dockerPath);
     if (unavailable) return { verdict: "unsupported", message: unavailable };
     if (!spec.image) return { verdict: "failed", message: "a container workload needs an image" };
+    // `docker run` would read an image reference starting with "-" as one of its own options.
+    if (spec.image.startsWith("-")) {
+      return { verdict: "failed", message: `${JSON.stringify(spec.image)} is not an image reference` };
+    }
     if (spec.mounts.length > 0 && spec.environment !== Environment.DEV) {
       return { verdict: "failed", message: "mounts are allowed only in the dev environment" };
     }
-    return undefined;
+    const refusal =
+      proContainerRefusal(spec) ?? workloadEnvRefusal(spec.env) ?? mountRefusal(spec.mounts, protectedPaths);
+    return refusal ? { verdict: "failed", message: refusal } : undefined;
   }
 
   async launch(): Promise<LaunchedWorkload> {

@@ -9,11 +9,16 @@ import { ContainerLauncher } from "./container.js";
 import type { Launcher } from "./launcher.js";
 import { NativeLauncher } from "./native.js";
 import { WorkloadRunner, type WorkloadView } from "./workload-runner.js";
+import type { WorkloadUser } from "./workload-user.js";
 
 export interface SupervisorOptions {
   nodeId: string;
-  /** Per-workload working directories live under here. */
-  workloadsDir: string;
+  /** The agent's state directory: no workload may work in it or mount it. */
+  stateDir: string;
+  /** The workloads' own directories (`<workloadRoot>/<id>`), outside the state directory. */
+  workloadRoot: string;
+  /** Who native workloads run as. */
+  workloadUser: WorkloadUser;
   logsDir: string;
   rotation: RotationOptions;
   dockerPath: string;
@@ -21,6 +26,9 @@ export interface SupervisorOptions {
   /** Every state change of every workload, including the final STOPPED of a removed one. */
   onChange: (view: WorkloadView) => void;
 }
+
+/** A workload id as the registry allows it; it names files and directories on the node. */
+const WORKLOAD_ID = /^[a-z][a-z0-9-]{0,62}$/;
 
 /** A workload a snapshot lists that this node will not run, and why. */
 export interface RefusedWorkload {
@@ -45,15 +53,17 @@ export function authorizedWorkloads(
       refused.push({ id: "", reason: "a workload without an id" });
       continue;
     }
-    const reason = seen.has(spec.id)
-      ? "listed twice"
-      : spec.clusterId !== snapshot.clusterId
-        ? `belongs to cluster "${spec.clusterId}", not "${snapshot.clusterId}"`
-        : !snapshot.roles.includes(spec.role)
-          ? `needs role "${spec.role}", which this node does not hold`
-          : spec.nodeIds.length > 0 && !spec.nodeIds.includes(nodeId)
-            ? "is placed on other nodes"
-            : undefined;
+    const reason = !WORKLOAD_ID.test(spec.id)
+      ? "its id is not a workload id"
+      : seen.has(spec.id)
+        ? "listed twice"
+        : spec.clusterId !== snapshot.clusterId
+          ? `belongs to cluster "${spec.clusterId}", not "${snapshot.clusterId}"`
+          : !snapshot.roles.includes(spec.role)
+            ? `needs role "${spec.role}", which this node does not hold`
+            : spec.nodeIds.length > 0 && !spec.nodeIds.includes(nodeId)
+              ? "is placed on other nodes"
+              : undefined;
     seen.add(spec.id);
     if (reason) refused.push({ id: spec.id, reason });
     else allowed.push(assigned);
@@ -146,12 +156,15 @@ export class Supervisor {
             spec,
             generation: assigned.generation,
             dockerPath: this.options.dockerPath,
+            protectedPaths: [this.options.stateDir, this.options.workloadRoot],
             log,
           })
         : new NativeLauncher({
             spec,
             generation: assigned.generation,
-            workDir: join(this.options.workloadsDir, spec.id),
+            workloadRoot: this.options.workloadRoot,
+            stateDir: this.options.stateDir,
+            user: this.options.workloadUser,
             log,
           });
     const runner = new WorkloadRunner(spec, assigned.generation, launcher, this.options.onChange);

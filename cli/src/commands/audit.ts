@@ -1,7 +1,10 @@
-import type { DescEnum } from "@bufbuild/protobuf";
+import type { DescEnum, DescMessage, DescService, MessageShape } from "@bufbuild/protobuf";
 import { timestampFromDate } from "@bufbuild/protobuf/wkt";
+import type { Client } from "@connectrpc/connect";
+import { AuditOutcomeSchema } from "@fabric/proto/fabric/common/v1/audit_pb.js";
 import { PrincipalKindSchema } from "@fabric/proto/fabric/common/v1/common_pb.js";
-import type { Command } from "../command.js";
+import type { CaService } from "@fabric/proto/fabric/ca/v1/ca_pb.js";
+import type { Command, FlagSpec, FlagValues } from "../command.js";
 import { CliError } from "../cli-error.js";
 import { EXIT } from "../exit-codes.js";
 import { formatKeyValues, formatTable } from "../output.js";
@@ -10,8 +13,60 @@ import { choiceFlag, clusterFlag, durationFlag, intFlag, textFlag } from "./flag
 import type { CommandModule } from "./module.js";
 import { enumText, protoJson, whenText } from "./present.js";
 import { registryApi } from "./registry-api.js";
+import { Session } from "../session.js";
 
-/** `fabric audit ls|verify`: the registry's append-only, hash-chained audit log. */
+const AUDITED = ["ca", "enrollment", "registry", "router"] as const;
+type Audited = (typeof AUDITED)[number];
+
+const serviceFlag: FlagSpec = {
+  name: "service",
+  type: "string",
+  valueName: "<service>",
+  choices: AUDITED,
+  help: "Whose audit log: ca, enrollment, registry (default) or router.",
+};
+
+/** ListAudit and VerifyAudit of one service: the four contracts have the same shapes field for field. */
+type AuditClient = Pick<Client<typeof CaService>, "listAudit" | "verifyAudit">;
+
+async function auditService(service: Audited): Promise<DescService> {
+  switch (service) {
+    case "ca":
+      return (await import("@fabric/proto/fabric/ca/v1/ca_pb.js")).CaService;
+    case "enrollment":
+      return (await import("@fabric/proto/fabric/enrollment/v1/enrollment_pb.js")).EnrollmentService;
+    case "registry":
+      return (await registryApi()).RegistryService;
+    case "router":
+      return (await import("@fabric/proto/fabric/router/v1/router_pb.js")).RouterService;
+  }
+}
+
+/**
+ * The chosen service's client, and its messages as proto JSON. --server names the URL of the service the
+ * command calls, which --service chooses, so a session for that service's group makes the call (and is
+ * what failures are reported of).
+ */
+async function auditClient(session: Session, flags: FlagValues) {
+  const service = choiceFlag(flags, "service", AUDITED) ?? "registry";
+  const target = service === "registry" ? session : new Session(session.options, session.settings, service);
+  const desc = await auditService(service);
+  // The registry's events are fabric.registry.v1.AuditEvent, which fabric.common.v1.AuditEvent mirrors.
+  const client = target.client(desc, service) as unknown as AuditClient;
+  session.lastTarget = target.lastTarget;
+  const output = (method: string) => desc.methods.find((m) => m.localName === method)!.output;
+  const json = (schema: DescMessage, message: unknown) =>
+    protoJson(schema, message as MessageShape<DescMessage>);
+  const eventSchema = output("listAudit").fields.find((f) => f.localName === "events")!.message!;
+  return {
+    service,
+    client,
+    eventJson: (event: unknown) => json(eventSchema, event),
+    verifyJson: (res: unknown) => json(output("verifyAudit"), res),
+  };
+}
+
+/** `fabric audit ls|verify`: a service's append-only, hash-chained audit log (the registry's by default). */
 export const auditCommands: CommandModule = (contracts) => {
   const outcomes = enumChoices(contracts.registry.getEnum("fabric.registry.v1.AuditOutcome") as DescEnum);
 
@@ -19,9 +74,11 @@ export const auditCommands: CommandModule = (contracts) => {
     path: ["audit", "ls"],
     summary: "Lists audit events, newest first.",
     help:
-      "Lists the registry's audit events, newest first: who did what to which object, and the outcome. " +
-      "Cluster-admins see their cluster's events, org-admins their organization's.",
+      "Lists a service's audit events (the registry's unless --service names another), newest first: who " +
+      "did what to which object, and the outcome. Cluster-admins see their cluster's events, org-admins " +
+      "their organization's.",
     flags: [
+      serviceFlag,
       clusterFlag("Only events concerning this cluster."),
       { name: "org", type: "string", valueName: "<id>", help: "Only events concerning this organization." },
       { name: "actor", type: "string", valueName: "<id>", help: "Only events by this principal id." },
@@ -50,21 +107,21 @@ export const auditCommands: CommandModule = (contracts) => {
     identity: "check",
     server: "registry",
     async run({ session, flags, output }) {
-      const api = await registryApi();
       const outcome = choiceFlag(flags, "outcome", outcomes);
       const since = durationFlag(flags, "since");
       const limit = intFlag(flags, "limit", 1, 1000) ?? 50;
-      const { events } = await session.client(api.RegistryService, "registry").listAudit({
+      const { client, eventJson } = await auditClient(session, flags);
+      const { events } = await client.listAudit({
         clusterId: textFlag(flags, "cluster") ?? "",
         organizationId: textFlag(flags, "org") ?? "",
         actorId: textFlag(flags, "actor") ?? "",
         actionPrefix: textFlag(flags, "action") ?? "",
         targetId: textFlag(flags, "target") ?? "",
-        outcome: outcome ? findEnumValue(api.AuditOutcomeSchema, outcome)!.number : 0,
+        outcome: outcome ? findEnumValue(AuditOutcomeSchema, outcome)!.number : 0,
         ...(since !== undefined ? { since: timestampFromDate(new Date(Date.now() - since)) } : {}),
         pageSize: limit,
       });
-      output.print({ events: events.map((e) => protoJson(api.AuditEventSchema, e)) }, () =>
+      output.print({ events: events.map(eventJson) }, () =>
         events.length === 0
           ? "no audit events\n"
           : formatTable(
@@ -76,7 +133,7 @@ export const auditCommands: CommandModule = (contracts) => {
                 e.action,
                 e.targetType ? `${e.targetType}/${e.targetId}` : e.targetId,
                 e.clusterId,
-                enumText(api.AuditOutcomeSchema, e.outcome),
+                enumText(AuditOutcomeSchema, e.outcome),
               ]),
             ),
       );
@@ -85,26 +142,29 @@ export const auditCommands: CommandModule = (contracts) => {
 
   const verify: Command = {
     path: ["audit", "verify"],
-    summary: "Recomputes the audit hash chain and reports the first broken record.",
+    summary:
+      "Recomputes the audit hash chain, checks its signed checkpoints and reports the first broken record.",
     help:
-      "Has the registry recompute the hash chain over the audit log (or a range of it) and report the first " +
-      "record where it breaks: a changed, deleted or reordered record. Exits 0 when intact, 1 when broken. " +
-      "Record the head hash it prints somewhere else to detect truncation later.",
+      "Has a service (the registry unless --service names another) recompute the hash chain over its audit " +
+      "log (or a range of it), check every checkpoint it signed of the chain, and report the first record " +
+      "where either breaks: a changed, deleted or reordered record, a record rewritten with the chain after " +
+      "it re-hashed, or records cut off the end. Exits 0 when intact, 1 when broken.",
     flags: [
+      serviceFlag,
       { name: "from", type: "string", valueName: "<seq>", help: "First record to check (default 1)." },
       { name: "to", type: "string", valueName: "<seq>", help: "Last record to check (default the latest)." },
     ],
     identity: "check",
     server: "registry",
     async run({ session, flags, output }) {
-      const api = await registryApi();
       const from = intFlag(flags, "from", 1, Number.MAX_SAFE_INTEGER);
       const to = intFlag(flags, "to", 1, Number.MAX_SAFE_INTEGER);
-      const res = await session.client(api.RegistryService, "registry").verifyAudit({
+      const { service, client, verifyJson } = await auditClient(session, flags);
+      const res = await client.verifyAudit({
         fromSeq: BigInt(from ?? 0),
         toSeq: BigInt(to ?? 0),
       });
-      output.print(protoJson(api.VerifyAuditResponseSchema, res), () =>
+      output.print(verifyJson(res), () =>
         formatKeyValues([
           ["chain", res.ok ? "intact" : "BROKEN"],
           ["records checked", String(res.rowsChecked)],
@@ -121,7 +181,7 @@ export const auditCommands: CommandModule = (contracts) => {
       if (!res.ok) {
         throw new CliError(
           EXIT.failure,
-          `the audit chain is broken at record ${res.firstBrokenSeq}: ${res.problem}`,
+          `the ${service}'s audit chain is broken at record ${res.firstBrokenSeq}: ${res.problem}`,
           "records were changed, removed or reordered outside Fabric: treat the database as tampered with",
         );
       }
@@ -132,8 +192,8 @@ export const auditCommands: CommandModule = (contracts) => {
     groups: [
       {
         path: ["audit"],
-        summary: "Lists and verifies the registry's hash-chained audit log.",
-        help: "Every change in the registry is written with an audit event in the same transaction; each event's hash covers the previous one, so tampering shows.",
+        summary: "Lists and verifies a service's hash-chained audit log.",
+        help: "Every change in a service is written with an audit event in the same transaction; each event's hash covers the previous one, and the service signs checkpoints of the chain, so tampering shows.",
         section: "commands",
       },
     ],

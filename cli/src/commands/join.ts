@@ -10,7 +10,7 @@ import {
 import type { Command } from "../command.js";
 import { CliError, usageError } from "../cli-error.js";
 import { EXIT } from "../exit-codes.js";
-import { formatKeyValues, formatTable } from "../output.js";
+import { formatKeyValues, formatTable, terminalText } from "../output.js";
 import { startProgress } from "../progress.js";
 import { enumChoices, findEnumValue } from "../rpc/enums.js";
 import { choiceFlag, clusterFlag, durationFlag, listFlag, textFlag } from "./flag-values.js";
@@ -178,7 +178,7 @@ export const joinCommands: CommandModule = () => {
       output.print(
         protoJson(JoinRequestSchema, r),
         () =>
-          `approved join request ${r.id}: node ${r.nodeId} (${r.nodeName}) joined cluster ${r.clusterId}\n` +
+          `approved join request ${terminalText(r.id)}: node ${terminalText(r.nodeId)} (${terminalText(r.nodeName)}) joined cluster ${terminalText(r.clusterId)}\n` +
           formatKeyValues([
             ["granted roles", listText(r.grantedRoles)],
             ["requested roles", listText(r.requestedRoles)],
@@ -212,7 +212,10 @@ export const joinCommands: CommandModule = () => {
         .client(EnrollmentService, "enrollment")
         .rejectJoinRequest({ joinRequestId: args[0]!, reason });
       const r = res.joinRequest!;
-      output.print(protoJson(JoinRequestSchema, r), () => `rejected join request ${r.id} (${r.nodeName})\n`);
+      output.print(
+        protoJson(JoinRequestSchema, r),
+        () => `rejected join request ${terminalText(r.id)} (${terminalText(r.nodeName)})\n`,
+      );
     },
   };
 
@@ -245,7 +248,7 @@ async function checkKeyFingerprint(
   if (joinRequest?.publicKeySha256 !== wanted) {
     throw new CliError(
       EXIT.precondition,
-      `join request ${id} carries key ${joinRequest?.publicKeySha256 ?? "(none)"}, not the one given with --key-sha256; not approved`,
+      `join request ${terminalText(id)} carries key ${terminalText(joinRequest?.publicKeySha256 ?? "(none)")}, not the one given with --key-sha256; not approved`,
       "the request may not come from the host you expect: check with its operator, reject it if in doubt",
     );
   }
@@ -287,5 +290,6 @@ function requestFacts(r: JoinRequest): [string, string][] {
   if (r.rejectionReason) pairs.push(["rejection reason", r.rejectionReason]);
   if (r.nodeId) pairs.push(["node id", r.nodeId], ["granted roles", listText(r.grantedRoles)]);
   if (r.certificateSerial) pairs.push(["certificate", r.certificateSerial]);
-  return pairs.filter(([, v]) => v !== "");
+  // Every value is one line by contract: a line break the joiner put in a fact shows as \n.
+  return pairs.filter(([, v]) => v !== "").map(([k, v]) => [k, terminalText(v)]);
 }

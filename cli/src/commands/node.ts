@@ -2,7 +2,7 @@ import type { DescEnum } from "@bufbuild/protobuf";
 import { RevocationReasonSchema } from "@fabric/proto/fabric/ca/v1/ca_pb.js";
 import { WorkloadStateSchema } from "@fabric/proto/fabric/common/v1/workload_pb.js";
 import type { Command } from "../command.js";
-import { formatKeyValues, formatTable } from "../output.js";
+import { formatKeyValues, formatTable, terminalText } from "../output.js";
 import { enumChoices, findEnumValue } from "../rpc/enums.js";
 import { choiceFlag, clusterFlag, textFlag } from "./flag-values.js";
 import type { CommandModule } from "./module.js";
@@ -121,7 +121,10 @@ export const nodeCommands: CommandModule = (contracts) => {
                 ["created", whenText(n.createdAt)],
                 ["revoked", whenText(n.revokedAt)],
               ] as [string, string][]
-            ).filter(([, v]) => v !== ""),
+            )
+              .filter(([, v]) => v !== "")
+              // One line each: a line break the node reported shows as \n.
+              .map(([k, v]) => [k, terminalText(v)]),
           ),
           "memberships:\n" +
             formatTable(
@@ -204,7 +207,7 @@ export const nodeCommands: CommandModule = (contracts) => {
       output.print(protoJson(api.RevokeNodeResponseSchema, res), () => {
         const n = res.node!;
         return (
-          `revoked node ${n.id} (${n.name}): ${res.revokedSerials.length} certificate(s) revoked\n` +
+          `revoked node ${terminalText(n.id)} (${terminalText(n.name)}): ${res.revokedSerials.length} certificate(s) revoked\n` +
           formatKeyValues([["serials", listText(res.revokedSerials)]])
         );
       });

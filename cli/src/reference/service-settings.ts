@@ -62,7 +62,10 @@ export const MEANINGS: Record<string, string> = {
   host: "Address both listeners bind to (`0.0.0.0` in containers).",
   grpcPort: "mTLS gRPC port (gRPC, gRPC-web and Connect; health and reflection).",
   httpPort: "Plain HTTP port: `/healthz`, `/readyz`, `/metrics` (the CA also `/crl`, `/ocsp`).",
-  databaseUrl: "Postgres URL; the service uses its own schema in it. Also read as FABRIC_DATABASE_URL.",
+  databaseUrl:
+    "Postgres URL of the service's own unprivileged role (see Database roles). Also read as FABRIC_DATABASE_URL.",
+  databaseAdminUrl:
+    "Admin URL: bootstraps the service's role, schema and grants at start, then is closed (see Database roles).",
   dbPoolSize: "Connections in the service's pool.",
   identityDir:
     "The service's identity directory (`key.pem`, `cert.pem`, `chain.pem`, `ca.pem`); renewals are written back here.",
@@ -71,6 +74,16 @@ export const MEANINGS: Record<string, string> = {
   logLevel: "pino level: fatal, error, warn, info, debug, trace or silent.",
   traceFile: "Write OpenTelemetry spans as JSON lines to this file.",
   otlpEndpoint: "Export OpenTelemetry spans to this OTLP/HTTP endpoint.",
+  auditCheckpointMs:
+    "How often the service signs a checkpoint of its audit chain's new records (also at shutdown).",
+  maxConcurrentStreams:
+    "HTTP/2 streams one connection may hold open at once (the SETTINGS the server sends).",
+  maxConnectionsPerAddress:
+    "Connections one source address (an IPv6 /64) may hold; at the cap its longest-idle one is closed to make room.",
+  maxHandshakesPerAddress: "TLS handshakes one source address may have in progress at once.",
+  maxAnonymousConnectionsPerAddress: "Connections without a client certificate one source address may hold.",
+  maxAnonymousStreamsPerAddress:
+    "Streams without a client certificate one source address may hold open, across its connections.",
   // ca
   caDir:
     "The CA directory `fabric ca init` wrote (certificates, encrypted keys). The root key may be moved away.",
@@ -111,10 +124,11 @@ export const MEANINGS: Record<string, string> = {
   pinTtlMs: "Validity of a developer PIN.",
   pinMaxAttempts: "Wrong PINs after which a developer's PIN is locked until a new one is issued.",
   addressRatePerSecond:
-    "Anonymous calls (Join, WaitForApproval, BootstrapDeveloper) per second per source IP.",
-  addressBurst: "Burst of anonymous calls per source IP.",
-  credentialRatePerSecond: "Calls per second per join token, join request or developer id, from any address.",
-  credentialBurst: "Burst of calls per credential.",
+    "Failed anonymous calls (Join, WaitForApproval, BootstrapDeveloper) per second per source IP; calls that prove their credential give their token back.",
+  addressBurst: "Burst of failed anonymous calls per source IP.",
+  credentialRatePerSecond:
+    "Wrong secrets per second per join token or join request, from any address; never holds back the right secret (developer ids: the PIN lockout).",
+  credentialBurst: "Burst of wrong secrets per credential.",
   publicCaUrl: "CA endpoint announced to developers' CLIs. Default: FABRIC_CA_URL.",
   publicEnrollmentUrl: "Enrollment endpoint announced to developers' CLIs. Default: this service's own URL.",
   publicRegistryUrl: "Registry endpoint announced to developers' CLIs. Default: FABRIC_REGISTRY_URL.",

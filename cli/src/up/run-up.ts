@@ -1,12 +1,16 @@
+import { randomBytes } from "node:crypto";
 import { appendFileSync, mkdirSync } from "node:fs";
 import { join } from "node:path";
 import { Code, ConnectError } from "@connectrpc/connect";
 import { caDefinition, serviceIdentityDir } from "@fabric/ca";
 import { enrollmentDefinition } from "@fabric/enrollment";
 import {
+  bootstrapServiceDatabase,
   buildSpiffeId,
   createRpcClient,
   loadIdentity,
+  roleUrl,
+  serviceRoleName,
   type ServiceName,
   type TlsCredentials,
 } from "@fabric/platform";
@@ -39,7 +43,7 @@ import { ensureAdminIdentity, openOrCreateCa, refreshServiceIdentities } from ".
 import { waitUntilReady } from "./readiness.js";
 import { claimUpState, releaseUpState, writeUpState } from "./up-state.js";
 
-const DEFINITIONS: Record<ServiceName, DefinedSettings> = {
+const DEFINITIONS: Record<ServiceName, DefinedSettings & { migrationsDir: string }> = {
   ca: caDefinition,
   enrollment: enrollmentDefinition,
   registry: registryService,
@@ -61,6 +65,25 @@ export interface UpOptions {
   /** An existing database (DATABASE_URL); without it the embedded Postgres is used. */
   databaseUrl?: string;
   env: NodeJS.ProcessEnv;
+}
+
+/**
+ * Bootstraps each service's database with the admin URL (its login role, schema, migrations and grants)
+ * and returns the URL each service connects with as that role, so no service process sees the admin URL.
+ * Each start sets a fresh random password per role; it lives only in the services' environments.
+ */
+async function bootstrapDatabases(adminUrl: string): Promise<Record<ServiceName, string>> {
+  const urls = {} as Record<ServiceName, string>;
+  for (const name of SERVICE_START_ORDER) {
+    urls[name] = roleUrl(adminUrl, serviceRoleName(name), randomBytes(24).toString("hex"));
+    await bootstrapServiceDatabase({
+      adminUrl,
+      serviceUrl: urls[name],
+      schema: name,
+      dir: DEFINITIONS[name].migrationsDir,
+    });
+  }
+  return urls;
 }
 
 /** The default ports of the four services, from their definitions, shifted by an offset. */
@@ -139,6 +162,7 @@ export async function runUp(options: UpOptions, io: Io, output: Output): Promise
     const baseEnv: NodeJS.ProcessEnv = { ...options.env };
     delete baseEnv.FABRIC_CA_PASSPHRASE;
     delete baseEnv.FABRIC_CONFIG;
+    delete baseEnv.FABRIC_DATABASE_ADMIN_URL;
 
     let databaseUrl = options.databaseUrl;
     if (databaseUrl) {
@@ -167,6 +191,15 @@ export async function runUp(options: UpOptions, io: Io, output: Output): Promise
       }
     }
 
+    const serviceDatabaseUrls = await bootstrapDatabases(databaseUrl).catch((err: unknown) => {
+      throw new CliError(
+        EXIT.failure,
+        `could not set up the services' database roles and schemas: ${(err as Error).message}`,
+        "the user in DATABASE_URL must be a superuser, or may create roles and owns the database",
+      );
+    });
+    say(`database   roles ${SERVICE_START_ORDER.map(serviceRoleName).join(", ")} ready (schemas migrated)`);
+
     for (const name of SERVICE_START_ORDER) {
       if (interrupted.signal.aborted) break;
       const logFile = join(paths.logsDir, `${name}.log`);
@@ -177,7 +210,7 @@ export async function runUp(options: UpOptions, io: Io, output: Output): Promise
           endpoints,
           host: options.host,
           trustDomain,
-          databaseUrl,
+          databaseUrl: serviceDatabaseUrls[name],
           identityDir: serviceIdentityDir(ca.dir, name),
           ...(name === "ca" ? { ca: { dir: ca.dir, passphrase: ca.passphrase.setting } } : {}),
         }),

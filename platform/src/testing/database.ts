@@ -1,5 +1,6 @@
 import { randomBytes } from "node:crypto";
 import pg from "pg";
+import { roleUrl, serviceRoleName } from "../database-roles.js";
 
 /** The Postgres tests run against: DATABASE_URL, else the local server on 127.0.0.1:5432. */
 export function adminDatabaseUrl(): string {
@@ -7,8 +8,15 @@ export function adminDatabaseUrl(): string {
 }
 
 export interface TestDatabase {
+  /** As the admin (superuser): bootstraps services, reads every schema, tampers in tests. */
   url: string;
   name: string;
+  /**
+   * As a service's own login role (fabric_<service>, no password: the test server trusts local
+   * connections); valid once that service's schema is bootstrapped (bootstrapServiceDatabase, or a
+   * service started with the admin URL).
+   */
+  serviceUrl(service: string): string;
   drop(): Promise<void>;
 }
 
@@ -30,6 +38,7 @@ export async function createTestDatabase(label = "t"): Promise<TestDatabase> {
   return {
     url: url.toString(),
     name,
+    serviceUrl: (service) => roleUrl(url.toString(), serviceRoleName(service)),
     async drop() {
       const c = new pg.Client({ connectionString: adminDatabaseUrl() });
       await c.connect();

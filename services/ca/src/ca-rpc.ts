@@ -1,6 +1,5 @@
 import { create } from "@bufbuild/protobuf";
 import { timestampFromDate } from "@bufbuild/protobuf/wkt";
-import type { HandlerContext } from "@connectrpc/connect";
 import {
   CaService,
   CertificateStatus,
@@ -11,21 +10,25 @@ import {
   SignResponseSchema,
   WatchRevocationsResponseSchema,
 } from "@fabric/proto/fabric/ca/v1/ca_pb.js";
-import { PrincipalKind } from "@fabric/proto/fabric/common/v1/common_pb.js";
 import {
-  SERVICE_NAMES,
+  actorOf,
+  callerOf,
   invalidArgument,
   isValidPrincipalId,
   notFound,
   permissionDenied,
-  principalOf,
-  recordAudit,
+  refusalAuditorFor,
+  type Logger,
   serve,
+  type AuditHandlers,
   type FabricError,
   type Pool,
   type Principal,
+  type PrincipalKind,
   type ServiceRegistration,
 } from "@fabric/platform";
+import { listingCluster, revocationScope, signRefusal } from "./caller-scope.js";
+import { CompromisedKeyError } from "./compromised-keys.js";
 import { findCertificate, listCertificates, type CertificateStatusFilter } from "./inventory.js";
 import { issuanceAudit } from "./issuance-log.js";
 import { recordOf } from "./certificate-record.js";
@@ -57,30 +60,27 @@ const STATUS_FILTERS: Record<CertificateStatus, CertificateStatusFilter> = {
   [CertificateStatus.EXPIRED]: "expired",
 };
 
-function caller(ctx: HandlerContext): Principal {
-  // The authorization interceptor admitted only verified principals to these RPCs.
-  return principalOf(ctx.values)!;
-}
-
-/** Refuses with PermissionDenied and records the refused attempt in the audit log. */
+/** Records a refused attempt in the audit log and returns the refusal (PermissionDenied unless given). */
 async function refuse(
-  pool: Pool,
+  ctx: { pool: Pool; logger: Logger },
   who: Principal,
   action: string,
   target: { type: string; id: string; clusterId?: string },
-  message: string,
+  refusal: string | FabricError,
 ): Promise<FabricError> {
-  await recordAudit(pool, {
+  const error = typeof refusal === "string" ? permissionDenied(refusal) : refusal;
+  // Through the service's one refusal auditor (its own connection, batched, folded when flooded): a
+  // caller repeating refused calls cannot drain the pool that issuance needs.
+  await refusalAuditorFor(ctx.pool, ctx.logger).recordAndWait({
     actorId: who.id,
     actorKind: who.kind,
     action,
     targetType: target.type,
     targetId: target.id,
     clusterId: target.clusterId ?? "",
-    outcome: "refused",
-    details: { reason: message },
+    details: { reason: error.message },
   });
-  return permissionDenied(message);
+  return error;
 }
 
 /** Hex serial as the inventory keys it: lowercase, without separators or leading zeros. */
@@ -94,38 +94,31 @@ export function normalizeSerial(serial: string): string {
   return hex;
 }
 
+/** Whether the CA ever issued this principal a certificate scoped to `clusterId`. */
+async function hasCertificates(pool: Pool, kind: PrincipalKind, id: string, clusterId: string) {
+  const page = await listCertificates(
+    pool,
+    { principalKind: kind, principalId: id, clusterId, status: "any" },
+    { pageSize: 1, pageToken: "" },
+  );
+  return page.certificates.length > 0;
+}
+
 /** The CaService implementation over the runtime's parts. */
-export function caService(rt: CaRuntime, ctx: { pool: Pool; trustDomain: string }): ServiceRegistration {
+export function caService(
+  rt: CaRuntime,
+  ctx: { pool: Pool; logger: Logger; trustDomain: string; audit: AuditHandlers },
+): ServiceRegistration {
   const { pool, trustDomain } = ctx;
 
   return serve(
     CaService,
     {
       async sign(req, hctx) {
-        const who = caller(hctx);
+        const who = callerOf(hctx);
         const target = { type: "principal", id: req.principalId, clusterId: req.clusterId };
-        // Only enrollment issues for others; a service may only renew its own identity, and no one but a
-        // control-plane service itself may obtain that service's identity.
-        const isService = req.principalKind === PrincipalKind.SERVICE;
-        const self = isService && req.principalId === who.id;
-        if (who.id !== "enrollment" && !self) {
-          throw await refuse(
-            pool,
-            who,
-            "certificate.issue",
-            target,
-            `the ${who.id} service may only renew its own identity (principal_kind SERVICE, principal_id "${who.id}")`,
-          );
-        }
-        if (isService && !self && (SERVICE_NAMES as readonly string[]).includes(req.principalId)) {
-          throw await refuse(
-            pool,
-            who,
-            "certificate.issue",
-            target,
-            `only the ${req.principalId} service itself may obtain the ${req.principalId} service identity`,
-          );
-        }
+        const refused = signRefusal(who, req);
+        if (refused) throw await refuse(ctx, who, "certificate.issue", target, refused);
         const valid = validateSignRequest(req, trustDomain);
         const validity = validityFor(valid.claims.kind, valid.requestedLifetimeMs, {
           policy: rt.lifetimes,
@@ -142,7 +135,15 @@ export function caService(rt: CaRuntime, ctx: { pool: Pool; trustDomain: string 
           ipAddresses: valid.ipAddresses,
         });
         const record = recordOf(leaf, valid.claims, valid.grants, valid.authorizationRef);
-        await rt.issuance.record(record, issuanceAudit(record, who));
+        try {
+          await rt.issuance.record(record, issuanceAudit(record, who));
+        } catch (err) {
+          // Someone holding (or replaying a CSR of) a key reported compromised: worth the audit trail.
+          if (err instanceof CompromisedKeyError) {
+            throw await refuse(ctx, who, "certificate.issue", target, err);
+          }
+          throw err;
+        }
         return create(SignResponseSchema, {
           certificatePem: leaf.pem,
           chainPem: [rt.ca.intermediatePem],
@@ -156,7 +157,7 @@ export function caService(rt: CaRuntime, ctx: { pool: Pool; trustDomain: string 
       },
 
       async revoke(req, hctx) {
-        const who = caller(hctx);
+        const who = callerOf(hctx);
         if (!FINAL_REASONS.has(req.reason)) {
           throw invalidArgument(
             "reason must be an RFC 5280 reason other than CERTIFICATE_HOLD or REMOVE_FROM_CRL: Fabric revocation is final",
@@ -164,15 +165,27 @@ export function caService(rt: CaRuntime, ctx: { pool: Pool; trustDomain: string 
         }
         if (req.comment.length > MAX_COMMENT)
           throw invalidArgument(`comment is at most ${MAX_COMMENT} characters`);
-        const actor = { id: who.id, kind: who.kind };
-        const scope = who.adminRole === "cluster-admin" ? who.cluster : undefined;
-        if (who.adminRole === "cluster-admin" && !scope) {
+        const actor = actorOf(who);
+        let scope: string;
+        try {
+          scope = revocationScope(who);
+        } catch (err) {
           throw await refuse(
-            pool,
+            ctx,
             who,
             "certificate.revoke",
             { type: "certificate", id: "" },
-            "your cluster-admin certificate names no cluster",
+            err as FabricError,
+          );
+        }
+        // Every id a request names is checked against the caller's scope, even one the target ignores.
+        if (scope && req.clusterId && req.clusterId !== scope) {
+          throw await refuse(
+            ctx,
+            who,
+            req.target.case === "serial" ? "certificate.revoke" : "principal.revoke",
+            { type: "cluster", id: req.clusterId, clusterId: req.clusterId },
+            `cluster-admin of "${scope}" may only revoke certificates of cluster "${scope}"`,
           );
         }
         let outcome;
@@ -188,14 +201,14 @@ export function caService(rt: CaRuntime, ctx: { pool: Pool; trustDomain: string 
             }
             if (scope && cert.clusterId !== scope) {
               throw await refuse(
-                pool,
+                ctx,
                 who,
                 "certificate.revoke",
                 { type: "certificate", id: serial, clusterId: cert.clusterId },
                 `cluster-admin of "${scope}" may only revoke certificates of cluster "${scope}"`,
               );
             }
-            outcome = await rt.revoker.revokeSerial(serial, req.reason, req.comment, actor);
+            outcome = await rt.revoker.revokeSerial(serial, req.reason, req.comment, actor, scope);
             break;
           }
           case "principal": {
@@ -206,20 +219,22 @@ export function caService(rt: CaRuntime, ctx: { pool: Pool; trustDomain: string 
             if (req.clusterId && !isValidPrincipalId(req.clusterId)) {
               throw invalidArgument("cluster_id must be 1-64 characters of [A-Za-z0-9._-] (or empty)");
             }
-            if (scope && req.clusterId && req.clusterId !== scope) {
+            await rt.importOffline();
+            // A principal with no certificate in the cluster-admin's cluster is none of its business, and
+            // whether it has any elsewhere is not said.
+            if (scope && !(await hasCertificates(pool, kind, id, scope))) {
               throw await refuse(
-                pool,
+                ctx,
                 who,
                 "principal.revoke",
-                { type: "principal", id: `${kind}/${id}`, clusterId: req.clusterId },
-                `cluster-admin of "${scope}" may only revoke certificates of cluster "${scope}"`,
+                { type: "principal", id: `${kind}/${id}`, clusterId: scope },
+                notFound(`${kind} "${id}" has no certificates in cluster "${scope}"`),
               );
             }
-            await rt.importOffline();
             outcome = await rt.revoker.revokePrincipal(
               kind,
               id,
-              scope ?? req.clusterId,
+              scope || req.clusterId,
               req.reason,
               req.comment,
               actor,
@@ -248,16 +263,7 @@ export function caService(rt: CaRuntime, ctx: { pool: Pool; trustDomain: string 
       },
 
       async listCertificates(req, hctx) {
-        const who = caller(hctx);
-        let clusterId = req.clusterId;
-        if (who.adminRole === "cluster-admin") {
-          if (!who.cluster || (clusterId && clusterId !== who.cluster)) {
-            throw permissionDenied(
-              `a cluster-admin sees only the certificates of its own cluster${who.cluster ? ` ("${who.cluster}")` : ""}`,
-            );
-          }
-          clusterId = who.cluster;
-        }
+        const clusterId = listingCluster(callerOf(hctx), req.clusterId);
         const filter = {
           status: STATUS_FILTERS[req.status] ?? "any",
           ...(req.principalId ? { principalId: req.principalId } : {}),
@@ -304,6 +310,7 @@ export function caService(rt: CaRuntime, ctx: { pool: Pool; trustDomain: string 
         yield create(WatchRevocationsResponseSchema, { event: { case: "synced", value: { version: head } } });
         for await (const e of live) if (e.version > head) yield revokedMessage(e);
       },
+      ...ctx.audit,
     },
     CA_POLICY,
   );

@@ -13,6 +13,8 @@ export interface CertificateRecord {
   notBefore: Date;
   notAfter: Date;
   fingerprintSha256: string;
+  /** SHA-256 of the key's SPKI; absent in offline journal lines written before it was recorded. */
+  publicKeySha256?: string;
   authorizationRef: string;
   /** When the CA signed it (ListCertificates sorts by this, newest first). */
   issuedAt: Date;
@@ -38,6 +40,7 @@ export function recordOf(
     notBefore: leaf.notBefore,
     notAfter: leaf.notAfter,
     fingerprintSha256: leaf.fingerprintSha256,
+    publicKeySha256: leaf.publicKeySha256,
     authorizationRef,
     issuedAt: new Date(),
   };

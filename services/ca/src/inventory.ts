@@ -27,6 +27,7 @@ interface Row {
   not_before: Date;
   not_after: Date;
   fingerprint_sha256: string;
+  public_key_sha256: string | null;
   authorization_ref: string;
   issued_at: Date;
   revoked_at: Date | null;
@@ -34,7 +35,8 @@ interface Row {
 }
 
 const COLUMNS = `seq::text, serial, principal_kind, principal_id, cluster_id, organization_id, grants, spiffe_id,
-  not_before, not_after, fingerprint_sha256, authorization_ref, issued_at, revoked_at, revocation_reason`;
+  not_before, not_after, fingerprint_sha256, public_key_sha256, authorization_ref, issued_at, revoked_at,
+  revocation_reason`;
 
 function fromRow(r: Row): StoredCertificate {
   const cert: StoredCertificate = {
@@ -52,6 +54,7 @@ function fromRow(r: Row): StoredCertificate {
     authorizationRef: r.authorization_ref,
     issuedAt: r.issued_at,
   };
+  if (r.public_key_sha256) cert.publicKeySha256 = r.public_key_sha256;
   if (r.revoked_at) cert.revokedAt = r.revoked_at;
   if (r.revocation_reason !== null) cert.revocationReason = r.revocation_reason;
   return cert;
@@ -64,11 +67,12 @@ function fromRow(r: Row): StoredCertificate {
 export async function insertCertificates(tx: Tx, records: CertificateRecord[]): Promise<Set<string>> {
   const { rows } = await tx.query<{ serial: string }>(
     `INSERT INTO certificates (serial, principal_kind, principal_id, cluster_id, organization_id, grants,
-       spiffe_id, not_before, not_after, fingerprint_sha256, authorization_ref, issued_at)
-     SELECT s, k, i, c, o, ARRAY(SELECT jsonb_array_elements_text(g)), u, nb, na, f, a, ia
+       spiffe_id, not_before, not_after, fingerprint_sha256, authorization_ref, issued_at, public_key_sha256)
+     SELECT s, k, i, c, o, ARRAY(SELECT jsonb_array_elements_text(g)), u, nb, na, f, a, ia, pk
        FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::jsonb[], $7::text[],
-                   $8::timestamptz[], $9::timestamptz[], $10::text[], $11::text[], $12::timestamptz[])
-         AS t(s, k, i, c, o, g, u, nb, na, f, a, ia)
+                   $8::timestamptz[], $9::timestamptz[], $10::text[], $11::text[], $12::timestamptz[],
+                   $13::text[])
+         AS t(s, k, i, c, o, g, u, nb, na, f, a, ia, pk)
      ON CONFLICT (serial) DO NOTHING
      RETURNING serial`,
     [
@@ -84,6 +88,7 @@ export async function insertCertificates(tx: Tx, records: CertificateRecord[]): 
       records.map((r) => r.fingerprintSha256),
       records.map((r) => r.authorizationRef),
       records.map((r) => r.issuedAt),
+      records.map((r) => r.publicKeySha256 ?? null),
     ],
   );
   return new Set(rows.map((r) => r.serial));
@@ -94,15 +99,31 @@ export async function findCertificate(pool: Pool, serial: string): Promise<Store
   return rows[0] ? fromRow(rows[0]) : undefined;
 }
 
-/** Locks and returns certificates for revocation, inside the revoking transaction. */
+/**
+ * Locks and returns certificates for revocation, inside the revoking transaction: one by serial (in any
+ * state), or the current ones of a principal or carrying one of some keys (in one cluster, when named).
+ */
 export async function lockCertificates(
   tx: Tx,
-  where: { serial: string } | { kind: PrincipalKind; id: string; clusterId?: string },
+  where:
+    | { serial: string }
+    | { kind: PrincipalKind; id: string; clusterId?: string }
+    | { publicKeys: string[]; clusterId?: string },
 ): Promise<StoredCertificate[]> {
   if ("serial" in where) {
     const { rows } = await tx.query<Row>(`SELECT ${COLUMNS} FROM certificates WHERE serial = $1 FOR UPDATE`, [
       where.serial,
     ]);
+    return rows.map(fromRow);
+  }
+  if ("publicKeys" in where) {
+    const { rows } = await tx.query<Row>(
+      `SELECT ${COLUMNS} FROM certificates
+        WHERE public_key_sha256 = ANY($1::text[]) AND ($2 = '' OR cluster_id = $2)
+          AND revoked_at IS NULL AND not_after > now()
+        ORDER BY issued_at, seq FOR UPDATE`,
+      [where.publicKeys, where.clusterId ?? ""],
+    );
     return rows.map(fromRow);
   }
   const { rows } = await tx.query<Row>(

@@ -1,5 +1,6 @@
 import { transaction, type AuditInput, type Pool } from "@fabric/platform";
 import type { CertificateRecord } from "./certificate-record.js";
+import { CompromisedKeyError, compromisedAmong } from "./compromised-keys.js";
 import { insertCertificates } from "./inventory.js";
 
 /** One issuance as the inventory and the audit log record it. */
@@ -8,19 +9,31 @@ export interface IssuanceEntry {
   audit: AuditInput;
 }
 
-/** Records a batch of issuances in one transaction; resolves with the serials that were new. */
-export type BatchWriter = (entries: IssuanceEntry[]) => Promise<Set<string>>;
+/** What became of a batch: the serials recorded, and those refused because their key is compromised. */
+export interface BatchOutcome {
+  inserted: Set<string>;
+  compromised: Set<string>;
+}
 
-/** The batch transaction: the inventory rows in one statement, then the audit event of each new one. */
+/** Records a batch of issuances in one transaction. */
+export type BatchWriter = (entries: IssuanceEntry[]) => Promise<BatchOutcome>;
+
+/**
+ * The batch transaction: certificates for compromised keys are refused, the others' inventory rows go in
+ * in one statement, then the audit event of each new one.
+ */
 export function writeIssuances(pool: Pool): BatchWriter {
   return (entries) =>
     transaction(pool, async (tx) => {
-      const rows = await insertCertificates(
+      const keys = entries.flatMap((e) => (e.record.publicKeySha256 ? [e.record.publicKeySha256] : []));
+      const bad = await compromisedAmong(tx, keys);
+      const refused = (e: IssuanceEntry) => bad.has(e.record.publicKeySha256 ?? "");
+      const inserted = await insertCertificates(
         tx,
-        entries.map((e) => e.record),
+        entries.filter((e) => !refused(e)).map((e) => e.record),
       );
-      for (const e of entries) if (rows.has(e.record.serial)) tx.audit(e.audit);
-      return rows;
+      for (const e of entries) if (inserted.has(e.record.serial)) tx.audit(e.audit);
+      return { inserted, compromised: new Set(entries.filter(refused).map((e) => e.record.serial)) };
     });
 }
 
@@ -104,17 +117,19 @@ export class IssuanceLog {
   }
 
   private async commit(batch: Pending[]): Promise<void> {
-    let inserted: Set<string>;
+    let outcome: BatchOutcome;
     try {
       // Only the data: the batch crosses to the recorder thread.
-      inserted = await this.write(batch.map(({ record, audit }) => ({ record, audit })));
+      outcome = await this.write(batch.map(({ record, audit }) => ({ record, audit })));
     } catch (err) {
       for (const p of batch) p.reject(err);
       return;
     }
     for (const p of batch) {
+      if (outcome.inserted.has(p.record.serial)) p.resolve();
+      // Signed but never recorded, so never handed out.
+      else if (outcome.compromised.has(p.record.serial)) p.reject(new CompromisedKeyError());
       // A repeated 128-bit random serial means a broken RNG: never hand out that certificate.
-      if (inserted.has(p.record.serial)) p.resolve();
       else
         p.reject(new Error(`serial ${p.record.serial} is already in the inventory; refusing the duplicate`));
     }

@@ -15,7 +15,12 @@ parentPort!.on("message", (job: RecordJob | "close") => {
     return;
   }
   write(job.entries).then(
-    (serials) => parentPort!.postMessage({ id: job.id, serials: [...serials] } satisfies RecordReply),
+    (outcome) =>
+      parentPort!.postMessage({
+        id: job.id,
+        serials: [...outcome.inserted],
+        compromised: [...outcome.compromised],
+      } satisfies RecordReply),
     (err: unknown) => {
       const { message, code } = err as { message?: unknown; code?: unknown };
       parentPort!.postMessage({

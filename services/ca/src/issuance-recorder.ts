@@ -1,5 +1,5 @@
 import { Worker } from "node:worker_threads";
-import type { BatchWriter, IssuanceEntry } from "./issuance-log.js";
+import type { BatchOutcome, BatchWriter, IssuanceEntry } from "./issuance-log.js";
 
 export interface RecorderOptions {
   databaseUrl: string;
@@ -14,13 +14,13 @@ export interface RecordJob {
 }
 
 export type RecordReply =
-  | { id: number; serials: string[]; error?: undefined }
+  | { id: number; serials: string[]; compromised: string[]; error?: undefined }
   | { id: number; error: { message: string; code?: string }; serials?: undefined };
 
 const RECORDER_GONE = () => new Error("the CA's issuance recorder thread exited");
 
 interface Pending {
-  resolve: (serials: Set<string>) => void;
+  resolve: (outcome: BatchOutcome) => void;
   reject: (err: unknown) => void;
 }
 
@@ -80,7 +80,7 @@ export class IssuanceRecorder {
       // The error mapper reads `code` (SQLSTATE or errno) to tell an unavailable database from a fault.
       p.reject(Object.assign(new Error(reply.error.message), { code: reply.error.code }));
     } else {
-      p.resolve(new Set(reply.serials));
+      p.resolve({ inserted: new Set(reply.serials), compromised: new Set(reply.compromised) });
     }
   }
 }

@@ -26,6 +26,7 @@ parentPort!.on("message", (jobs: IssueJob[]) => {
           pem: leaf.pem,
           serialHex: leaf.serialHex,
           fingerprintSha256: leaf.fingerprintSha256,
+          publicKeySha256: leaf.publicKeySha256,
           spiffeId: leaf.spiffeId,
           notBefore: leaf.notBefore.getTime(),
           notAfter: leaf.notAfter.getTime(),

@@ -46,6 +46,8 @@ export interface IssuedLeaf {
   pem: string;
   serialHex: string;
   fingerprintSha256: string;
+  /** SHA-256 of the holder's SubjectPublicKeyInfo DER, lowercase hex. */
+  publicKeySha256: string;
   spiffeId: string;
   /** The validity as written (whole seconds). */
   notBefore: Date;
@@ -187,6 +189,7 @@ export class LeafIssuer {
       pem: toPem(der, "CERTIFICATE"),
       serialHex,
       fingerprintSha256: fingerprintSha256(der),
+      publicKeySha256: createHash("sha256").update(request.spki).digest("hex"),
       spiffeId,
       notBefore,
       notAfter,

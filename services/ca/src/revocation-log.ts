@@ -1,4 +1,11 @@
-import { principalKey, type Pool, type PrincipalKind, type RevokedEntry, type Tx } from "@fabric/platform";
+import {
+  principalKey,
+  REVOCATION_RETENTION_MS,
+  type Pool,
+  type PrincipalKind,
+  type RevokedEntry,
+  type Tx,
+} from "@fabric/platform";
 
 /**
  * One row of the revocation feed: a certificate (`serial` set) or a whole principal (`serial` empty:
@@ -86,8 +93,12 @@ export async function appendRevocations(
 }
 
 /**
- * The feed at one consistent point: its head version and the unexpired events up to it (all of them,
- * or only those after `after`). Read in one REPEATABLE READ snapshot so head and events agree.
+ * The feed at one consistent point: its head version and the events up to it (all of them, or only those
+ * after `after`) that still matter. Read in one REPEATABLE READ snapshot so head and events agree.
+ *
+ * An event stays listed until REVOCATION_RETENTION_MS after the notAfter of what it covers, not just until
+ * notAfter by the database's clock: a follower whose clock runs behind still sees that certificate as
+ * valid, and must still know it is revoked (platform/src/revocation.ts keeps entries as long).
  */
 export async function readRevocations(
   pool: Pool,
@@ -98,8 +109,10 @@ export async function readRevocations(
     await client.query("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY");
     const head = await client.query<{ version: string }>("SELECT version::text FROM revocation_head");
     const { rows } = await client.query<Row>(
-      `SELECT ${COLUMNS} FROM revocation_events WHERE version > $1 AND not_after > now() ORDER BY version`,
-      [after.toString()],
+      `SELECT ${COLUMNS} FROM revocation_events
+         WHERE version > $1 AND not_after > now() - make_interval(secs => $2::double precision / 1000)
+         ORDER BY version`,
+      [after.toString(), REVOCATION_RETENTION_MS],
     );
     await client.query("COMMIT");
     const result = { head: BigInt(head.rows[0]!.version), events: rows.map(fromRow) };

@@ -7,6 +7,8 @@ import {
   type RevocationSet,
   type Tx,
 } from "@fabric/platform";
+import { RevocationReason } from "@fabric/proto/fabric/ca/v1/ca_pb.js";
+import { lockForCompromiseReport, reportCompromisedKeys } from "./compromised-keys.js";
 import { lockCertificates, type StoredCertificate } from "./inventory.js";
 import { BACKDATE_MS, type LifetimePolicy } from "./lifetimes.js";
 import {
@@ -43,6 +45,11 @@ export interface RevokerOptions {
  * Revocation: marks certificates revoked, appends the feed events and the audit events in one
  * transaction, then (after commit) feeds the CA's own revoked set, the open WatchRevocations streams and
  * the CRL. Revocation is final: already-revoked certificates are left as they are.
+ *
+ * A revocation for keyCompromise also reports the keys of the certificates it names (even one already
+ * revoked for another reason) as compromised, which Sign refuses for good, and revokes every other current
+ * certificate carrying them — within `scope` (a cluster-admin's cluster) when one is given: a
+ * cluster-admin's report stops the key everywhere from now on, but revokes only what it administers.
  */
 export class Revoker {
   /** Latest principal-wide revocation per principal: new certificates must start after it. */
@@ -60,13 +67,19 @@ export class Revoker {
     return this.cutoffs.get(principalKey(kind, id));
   }
 
-  async revokeSerial(serial: string, reason: number, comment: string, actor: Actor): Promise<RevokeOutcome> {
-    return this.revoke(actor, reason, comment, async (tx) => {
+  async revokeSerial(
+    serial: string,
+    reason: number,
+    comment: string,
+    actor: Actor,
+    scope = "",
+  ): Promise<RevokeOutcome> {
+    return this.revoke(actor, reason, comment, scope, async (tx) => {
       const [cert] = await lockCertificates(tx, { serial });
       if (!cert) {
         throw notFound(`no certificate with serial ${serial} was issued by this CA; check ListCertificates`);
       }
-      return { certificates: cert.revokedAt ? [] : [cert] };
+      return { certificates: cert.revokedAt ? [] : [cert], named: [cert] };
     });
   }
 
@@ -84,24 +97,40 @@ export class Revoker {
     comment: string,
     actor: Actor,
   ): Promise<RevokeOutcome> {
-    return this.revoke(actor, reason, comment, async (tx) => ({
-      certificates: await lockCertificates(tx, { kind, id, clusterId }),
-      principal: clusterId ? undefined : { kind, id },
-    }));
+    return this.revoke(actor, reason, comment, clusterId, async (tx) => {
+      const certificates = await lockCertificates(tx, { kind, id, clusterId });
+      return { certificates, named: certificates, principal: clusterId ? undefined : { kind, id } };
+    });
   }
 
   private async revoke(
     actor: Actor,
     reason: number,
     comment: string,
+    scope: string,
     select: (tx: Tx) => Promise<{
+      /** To revoke now. */
       certificates: StoredCertificate[];
+      /** Whose keys a keyCompromise reports. */
+      named: StoredCertificate[];
       principal?: { kind: PrincipalKind; id: string } | undefined;
     }>,
   ): Promise<RevokeOutcome> {
     const revokedAt = new Date();
+    const compromise = reason === Number(RevocationReason.KEY_COMPROMISE);
     const { events, head } = await transaction(this.options.pool, async (tx) => {
-      const { certificates, principal } = await select(tx);
+      if (compromise) await lockForCompromiseReport(tx);
+      const selected = await select(tx);
+      const { principal } = selected;
+      let { certificates } = selected;
+      let compromisedKeys: string[] = [];
+      if (compromise) {
+        compromisedKeys = await reportCompromisedKeys(tx, selected.named, revokedAt, actor);
+        const keys = [...new Set(selected.named.flatMap((c) => c.publicKeySha256 ?? []))];
+        const chosen = new Set(certificates.map((c) => c.serial));
+        const sharing = keys.length ? await lockCertificates(tx, { publicKeys: keys, clusterId: scope }) : [];
+        certificates = [...certificates, ...sharing.filter((c) => !chosen.has(c.serial))];
+      }
       const pending: Omit<RevocationEvent, "version">[] = certificates.map((c) => ({
         serial: c.serial,
         principalKind: c.principalKind,
@@ -140,6 +169,18 @@ export class Revoker {
           orgId: c.organizationId,
           outcome: "success",
           details: { principal: `${c.principalKind}/${c.principalId}`, reason: String(reason), comment },
+        });
+      }
+      for (const key of compromisedKeys) {
+        tx.audit({
+          actorId: actor.id,
+          actorKind: actor.kind,
+          action: "key.compromise",
+          targetType: "public_key",
+          targetId: key,
+          clusterId: scope,
+          outcome: "success",
+          details: { comment },
         });
       }
       if (principal) {

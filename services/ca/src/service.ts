@@ -49,7 +49,14 @@ export const caDefinition: ServiceDefinition<typeof CA_SETTINGS> = {
   async build(ctx) {
     const rt = await caRuntime(ctx);
     return {
-      services: [caService(rt, { pool: ctx.pool, trustDomain: ctx.config.trustDomain })],
+      services: [
+        caService(rt, {
+          pool: ctx.pool,
+          logger: ctx.logger,
+          trustDomain: ctx.config.trustDomain,
+          audit: ctx.audit,
+        }),
+      ],
       httpRoutes: withPrefixRoute({ "/crl": rt.crl.route, "/ocsp": rt.ocsp.route }, "/ocsp/", rt.ocsp.route),
       start() {
         rt.crl.start();

@@ -3,7 +3,7 @@ import { createPrivateKey, createPublicKey, randomBytes, verify } from "node:cry
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { create } from "@bufbuild/protobuf";
+import { create, type MessageInitShape } from "@bufbuild/protobuf";
 import { timestampDate } from "@bufbuild/protobuf/wkt";
 import { Code, ConnectError } from "@connectrpc/connect";
 import { AsnConvert, OctetString } from "@peculiar/asn1-schema";
@@ -357,6 +357,112 @@ describe("Revoke, CRL and OCSP", () => {
     await new Promise((r) => setTimeout(r, Math.max(0, freshFacts.notBefore.getTime() - Date.now() + 50)));
     expect((await ca(fresh).getTrustBundle({})).trustDomain).toBe("fabric.test");
     stop.abort();
+  });
+});
+
+describe("key compromise", () => {
+  /** Asks for a certificate for `key` as `who` would: its serial, or the refusal's code. */
+  async function signWith(
+    key: { privateKeyPem: string },
+    who: string,
+    init: MessageInitShape<typeof SignRequestSchema>,
+  ): Promise<string> {
+    const res = await ca(who).sign(
+      create(SignRequestSchema, {
+        csrPem: await buildCsr(key.privateKeyPem, "ignored"),
+        principalKind: PrincipalKind.NODE,
+        principalId: "n-key",
+        clusterId: "c1",
+        authorizationRef: "test/key-compromise",
+        ...init,
+      }),
+    );
+    return res.serial;
+  }
+  const statusOf = async (serial: string) =>
+    (await ca("platformAdmin").listCertificates({ pageSize: 1000 })).certificates.find(
+      (c) => c.serial === serial,
+    )?.revocationReason;
+
+  it("refuses the key to every later Sign, whoever asks and for whom, and revokes its other certificates", async () => {
+    const key = generateP256KeyPair();
+    const reported = await signWith(key, "enrollment", { principalId: "n-leaked" });
+    const sibling = await signWith(key, "enrollment", { principalId: "n-sibling", clusterId: "c2" });
+    const res = await ca("platformAdmin").revoke({
+      target: { case: "serial", value: reported },
+      reason: RevocationReason.KEY_COMPROMISE,
+    });
+    expect(new Set(res.revokedSerials)).toEqual(new Set([reported, sibling]));
+    expect(await statusOf(sibling)).toBe(RevocationReason.KEY_COMPROMISE);
+
+    const before = (await pool.query("SELECT count(*)::int AS n FROM certificates")).rows[0].n as number;
+    for (const [who, init] of [
+      ["enrollment", { principalId: "n-leaked" }],
+      ["enrollment", { principalId: "n-new", clusterId: "c3" }],
+      [
+        "enrollment",
+        { principalKind: PrincipalKind.USER, principalId: "dev-new", clusterId: "", grants: ["developer"] },
+      ],
+      [
+        "registry",
+        {
+          principalKind: PrincipalKind.SERVICE,
+          principalId: "registry",
+          clusterId: "",
+          grants: ["registry"],
+        },
+      ],
+    ] as [string, MessageInitShape<typeof SignRequestSchema>][]) {
+      const err = await refusal(signWith(key, who, init));
+      expect([err.code, err.rawMessage], who).toEqual([
+        Code.FailedPrecondition,
+        expect.stringMatching(/revoked for key compromise/),
+      ]);
+    }
+    expect((await pool.query("SELECT count(*)::int AS n FROM certificates")).rows[0].n).toBe(before);
+    const refused = await listAudit(pool, { action: "certificate.issue", actorId: "registry" }, { limit: 5 });
+    expect(refused[0]).toMatchObject({ outcome: "refused" });
+    const reportedEvents = await listAudit(pool, { action: "key.compromise" }, { limit: 5 });
+    expect(reportedEvents.map((e) => e.targetId)).toContain(
+      (await pool.query("SELECT public_key_sha256 FROM certificates WHERE serial = $1", [reported])).rows[0]
+        .public_key_sha256,
+    );
+    // Another key is certified as ever.
+    expect(await signWith(generateP256KeyPair(), "enrollment", { principalId: "n-leaked" })).toMatch(
+      /^[0-9a-f]+$/,
+    );
+  });
+
+  it("reports the key of a certificate already revoked for another reason", async () => {
+    const key = generateP256KeyPair();
+    const serial = await signWith(key, "enrollment", { principalId: "n-superseded" });
+    await ca("platformAdmin").revoke({
+      target: { case: "serial", value: serial },
+      reason: RevocationReason.SUPERSEDED,
+    });
+    const res = await ca("platformAdmin").revoke({
+      target: { case: "serial", value: serial },
+      reason: RevocationReason.KEY_COMPROMISE,
+    });
+    expect(res.revokedSerials).toEqual([]);
+    expect((await refusal(signWith(key, "enrollment", { principalId: "n-superseded" }))).code).toBe(
+      Code.FailedPrecondition,
+    );
+  });
+
+  it("lets a cluster-admin stop a key everywhere but revoke only in its own cluster", async () => {
+    const key = generateP256KeyPair();
+    const mine = await signWith(key, "enrollment", { principalId: "n-shared", clusterId: "c1" });
+    const theirs = await signWith(key, "enrollment", { principalId: "n-shared", clusterId: "c2" });
+    const res = await ca("clusterAdmin").revoke({
+      target: { case: "principal", value: { kind: PrincipalKind.NODE, id: "n-shared" } },
+      reason: RevocationReason.KEY_COMPROMISE,
+    });
+    expect(res.revokedSerials).toEqual([mine]);
+    expect(await statusOf(theirs)).toBe(RevocationReason.UNSPECIFIED);
+    expect(
+      (await refusal(signWith(key, "enrollment", { principalId: "n-shared", clusterId: "c2" }))).code,
+    ).toBe(Code.FailedPrecondition);
   });
 });
 

@@ -2,9 +2,11 @@ import { create, fromBinary } from "@bufbuild/protobuf";
 import { durationFromMs, timestampDate, timestampFromDate } from "@bufbuild/protobuf/wkt";
 import { Code, ConnectError } from "@connectrpc/connect";
 import {
+  actorOf,
   inspectCertificate,
   invalidArgument,
   notFound,
+  requireCluster,
   splitCertificates,
   transaction,
   unavailable,
@@ -15,13 +17,7 @@ import { CertificateStatus, RevocationReason, SignRequestSchema } from "@fabric/
 import { NodeFactsSchema, PrincipalKind, PrincipalSchema } from "@fabric/proto/fabric/common/v1/common_pb.js";
 import type { ApproveJoinRequestRequest } from "@fabric/proto/fabric/enrollment/v1/enrollment_pb.js";
 import { RegisterNodeRequestSchema } from "@fabric/proto/fabric/registry/v1/registry_pb.js";
-import {
-  ENROLLMENT_SERVICE,
-  actorOf,
-  principalKindOf,
-  requireClusterAccess,
-  type Enrollment,
-} from "./context.js";
+import { ENROLLMENT_SERVICE, principalKindOf, type Enrollment } from "./context.js";
 import {
   REQUEST_COLUMNS,
   newNodeId,
@@ -29,6 +25,7 @@ import {
   requireUndecided,
   type JoinRequestRow,
 } from "./join-requests.js";
+import { requireAttachableNode } from "./registry-scope.js";
 import { recordEnrollment } from "./principal-enrollments.js";
 import { durationField, optionalNodeId, requireJoinRequestId, roleList } from "./validation.js";
 
@@ -53,6 +50,9 @@ const PERMANENT = new Set([
   Code.OutOfRange,
 ]);
 
+/** What the CA records as the authorization of the certificates issued for a join request. */
+const authorizationRefOf = (row: JoinRequestRow) => `join-request/${row.id}`;
+
 export async function approveJoinRequest(
   deps: Enrollment,
   principal: Principal,
@@ -70,7 +70,7 @@ export async function approveJoinRequest(
 
   const current = await readJoinRequest(deps, id);
   if (!current) throw notFound(`join request ${id} does not exist`);
-  requireClusterAccess(principal, current.cluster_id);
+  requireCluster(principal, current.cluster_id);
   if (current.state === "approved") return current;
   if (current.state !== "approving") {
     requireUndecided(current, "approved");
@@ -83,6 +83,7 @@ export async function approveJoinRequest(
         })`,
       );
     }
+    if (attachTo) await requireAttachableNode(deps, principal, attachTo, current.cluster_id);
     await decide(deps, principal, current, {
       grantedRoles: asked.length > 0 ? asked : grantable,
       nodeId: attachTo || newNodeId(),
@@ -175,7 +176,7 @@ async function ensureCertificate(
           clusterId: row.cluster_id,
           grants: row.granted_roles,
           requestedLifetime: durationFromMs(Number(row.certificate_lifetime_ms)),
-          authorizationRef: `join-request/${row.id}`,
+          authorizationRef: authorizationRefOf(row),
         }),
       );
     } catch (err) {
@@ -235,18 +236,31 @@ async function ensureCertificate(
 
 /**
  * A Sign whose answer was lost (the CA, this service or a connection died after the CA committed) left a
- * certificate nobody received, and the retry issued another. The node id is fresh per approval, so any
- * other active certificate of this node is such an orphan: it is queued for revocation with the request,
- * leaving exactly one usable identity per node.
+ * certificate nobody received, and the retry issued another. Such an orphan is an active certificate the
+ * CA issued for this very join request (its authorization_ref) in this cluster, other than the one kept:
+ * it is queued for revocation with the request, leaving exactly one usable identity per approval. Nothing
+ * else is ever touched: an attached node's certificates in its other clusters, and its renewals, were
+ * issued on other authorizations.
  */
 async function abandonEarlierCertificates(deps: Enrollment, tx: Tx, row: JoinRequestRow): Promise<string[]> {
-  const { certificates } = await deps.ca.listCertificates({
-    principalKind: PrincipalKind.NODE,
-    principalId: row.node_id!,
-    status: CertificateStatus.ACTIVE,
-    pageSize: 1_000,
-  });
-  const orphans = certificates.map((c) => c.serial).filter((serial) => serial !== row.certificate_serial);
+  const authorizationRef = authorizationRefOf(row);
+  const orphans: string[] = [];
+  let pageToken = "";
+  do {
+    const page = await deps.ca.listCertificates({
+      principalKind: PrincipalKind.NODE,
+      principalId: row.node_id!,
+      clusterId: row.cluster_id,
+      status: CertificateStatus.ACTIVE,
+      pageSize: 1_000,
+      pageToken,
+    });
+    for (const c of page.certificates) {
+      const ours = c.authorizationRef === authorizationRef && c.clusterId === row.cluster_id;
+      if (ours && c.serial !== row.certificate_serial) orphans.push(c.serial);
+    }
+    pageToken = page.nextPageToken;
+  } while (pageToken);
   if (orphans.length === 0) return orphans;
   await tx.query(
     `INSERT INTO abandoned_certificates (serial, join_request_id, reason)
@@ -351,7 +365,12 @@ async function finish(deps: Enrollment, row: JoinRequestRow): Promise<JoinReques
     const approved = updated.rows[0];
     if (!approved) return undefined;
     const facts = inspectCertificate(approved.certificate_pem!);
-    await recordEnrollment(tx, { spiffeId: facts.spiffeId!, kind: "node", principalId: approved.node_id! });
+    await recordEnrollment(tx, {
+      spiffeId: facts.spiffeId!,
+      kind: "node",
+      principalId: approved.node_id!,
+      lifetimeMs: Number(approved.certificate_lifetime_ms),
+    });
     tx.audit({
       actorId: ENROLLMENT_SERVICE.id,
       actorKind: ENROLLMENT_SERVICE.kind,

@@ -2,10 +2,11 @@ import {
   decodePageToken,
   encodePageToken,
   invalidArgument,
+  listCluster,
   pageSize,
   type Principal,
 } from "@fabric/platform";
-import { clusterScopeOf, requireClusterAccess, type Enrollment } from "./context.js";
+import type { Enrollment } from "./context.js";
 
 /** What ListJoinTokens and ListJoinRequests ask for: a cluster, a state, a page. */
 export interface ClusterPageRequest {
@@ -35,10 +36,8 @@ export async function listClusterPage<R extends { seq: string }>(
   listing: ClusterListing,
   req: ClusterPageRequest,
 ): Promise<{ rows: R[]; nextPageToken: string }> {
-  const scope = clusterScopeOf(principal);
-  if (req.clusterId) requireClusterAccess(principal, req.clusterId);
-  const clusterId = req.clusterId || scope;
-  const filters = `${listing.rpc}|cluster=${clusterId ?? ""}|state=${req.state}`;
+  const clusterId = listCluster(principal, req.clusterId);
+  const filters = `${listing.rpc}|cluster=${clusterId}|state=${req.state}`;
   const size = pageSize(req.pageSize);
   const after = decodePageToken(req.pageToken, filters);
   const where: string[] = [];

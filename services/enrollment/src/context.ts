@@ -1,13 +1,12 @@
 import { Code, type Client } from "@connectrpc/connect";
 import {
-  permissionDenied,
-  recordAudit,
+  refusalAuditorFor,
   toConnectError,
   isClientError,
+  type Actor,
   type AuditInput,
   type Logger,
   type Pool,
-  type Principal,
 } from "@fabric/platform";
 import type { CaService } from "@fabric/proto/fabric/ca/v1/ca_pb.js";
 import { PrincipalKind } from "@fabric/proto/fabric/common/v1/common_pb.js";
@@ -27,19 +26,9 @@ export interface Enrollment {
   limits: AnonymousLimits;
 }
 
-/** Who did something, as recorded on rows and in audit. */
-export interface Actor {
-  kind: string;
-  id: string;
-}
-
 export const ANONYMOUS: Actor = { kind: "anonymous", id: "anonymous" };
 /** The actor of automatic decisions (auto-approval, expiry, reconciliation). */
 export const ENROLLMENT_SERVICE: Actor = { kind: "service", id: "enrollment" };
-
-export function actorOf(principal: Principal): Actor {
-  return { kind: principal.kind, id: principal.id };
-}
 
 const KINDS: Record<string, PrincipalKind> = {
   node: PrincipalKind.NODE,
@@ -50,29 +39,6 @@ const KINDS: Record<string, PrincipalKind> = {
 
 export function principalKindOf(kind: string): PrincipalKind {
   return KINDS[kind] ?? PrincipalKind.UNSPECIFIED;
-}
-
-/**
- * The cluster an admin may act on: undefined for a platform-admin (any cluster), the certificate's
- * cluster for a cluster-admin. The authorization table has already admitted only these two roles.
- */
-export function clusterScopeOf(principal: Principal): string | undefined {
-  if (principal.adminRole === "platform-admin") return undefined;
-  if (!principal.cluster) {
-    throw permissionDenied(
-      `cluster-admin "${principal.id}" has no cluster in its certificate; ask a platform-admin to reissue it`,
-    );
-  }
-  return principal.cluster;
-}
-
-export function requireClusterAccess(principal: Principal, clusterId: string): void {
-  const scope = clusterScopeOf(principal);
-  if (scope !== undefined && scope !== clusterId) {
-    throw permissionDenied(
-      `cluster-admin "${principal.id}" administers cluster "${scope}", not "${clusterId}"; ask a platform-admin`,
-    );
-  }
 }
 
 // Refusals whose audit event was already committed with the change they caused (a counted wrong PIN).
@@ -98,13 +64,13 @@ export async function auditRefusal<T>(
   } catch (err) {
     const mapped = toConnectError(err);
     if (isClientError(mapped) && !(err instanceof Error && audited.has(err))) {
-      await recordAudit(deps.pool, {
+      // The service's one refusal auditor writes it on a connection of its own, batched, and folds a
+      // flood of identical refusals into counted events, so refused callers cannot drain the pool. The
+      // wait (bounded, none when flooded) lets a caller who saw the refusal find it in the audit log.
+      await refusalAuditorFor(deps.pool, deps.logger).recordAndWait({
         ...event,
-        outcome: "refused",
         details: { ...event.details, code: Code[mapped.code], reason: mapped.rawMessage },
-      }).catch((auditErr: unknown) =>
-        deps.logger.error({ err: auditErr, action: event.action }, "could not audit a refused attempt"),
-      );
+      });
     }
     throw err;
   }

@@ -4,16 +4,21 @@ import { durationFromMs, timestampDate } from "@bufbuild/protobuf/wkt";
 import { Code, ConnectError } from "@connectrpc/connect";
 import {
   aborted,
+  actorOf,
   buildSpiffeId,
   failedPrecondition,
   inspectCertificate,
+  isPlatformAdmin,
   permissionDenied,
+  requireOrganization,
   resourceExhausted,
   splitCertificates,
   transaction,
   unauthenticated,
   unavailable,
+  viewOrganization,
   type Principal,
+  type Tx,
 } from "@fabric/platform";
 import { SignRequestSchema, type SignResponse } from "@fabric/proto/fabric/ca/v1/ca_pb.js";
 import { PrincipalKind } from "@fabric/proto/fabric/common/v1/common_pb.js";
@@ -21,14 +26,22 @@ import type {
   BootstrapDeveloperRequest,
   IssueDeveloperPinRequest,
 } from "@fabric/proto/fabric/enrollment/v1/enrollment_pb.js";
-import { ANONYMOUS, actorOf, markAudited, type Enrollment } from "./context.js";
+import { ANONYMOUS, markAudited, type Enrollment } from "./context.js";
 import { recordEnrollment } from "./principal-enrollments.js";
 import { developerBundleMac } from "./protocol.js";
+import { requireOrganizationCluster } from "./registry-scope.js";
 import { checkCsr, optionalOrganizationId, requireClusterId, requireDeveloperId } from "./validation.js";
 
 /**
  * Developer PINs: 6 random digits, valid 24 h, single use, stored only as an scrypt hash (a PIN has
  * ~20 bits, so the hash must be slow). Wrong PINs count towards a lockout that only a new PIN lifts.
+ *
+ * The lockout is a deliberate trade-off. It caps guessing at FABRIC_PIN_MAX_ATTEMPTS tries per PIN
+ * (5 of 10^6) however many addresses an attacker has; the price is that anyone who knows a developer id
+ * can lock a pending PIN with that many wrong tries, and then the right PIN is refused too. What the
+ * attacker gains is a delay, never an identity: every wrong try is audited with its address, and the
+ * admin issues a new PIN (which lifts the lockout) over the separate channel. Counting per address
+ * instead would hand a distributed guesser 5 tries per address.
  */
 const SCRYPT: ScryptOptions = { N: 16_384, r: 8, p: 1, maxmem: 64 * 1024 * 1024 };
 const KEY_LENGTH = 32;
@@ -62,32 +75,69 @@ export async function pinMatches(pin: string, stored: string): Promise<boolean> 
 // Compared against when the developer has no PIN, so unknown ids cost as much time as wrong PINs.
 const NO_PIN = hashPin("no pin issued");
 
+/**
+ * Binds a developer id to an organization for good, or checks the binding it has: developer ids are
+ * global (CN and SPIFFE ID `user/<id>` name no organization), so an id one organization's developer holds
+ * must never be issued to another's. The first PIN for an id binds it to the PIN's organization ('' =
+ * none); afterwards only that organization's admins (and platform-admins, for that organization) may
+ * issue PINs for it. Returns the organization the PIN is for. Runs in the issuing transaction, the binding
+ * row locked, so two first PINs for one id cannot both bind it.
+ */
+async function bindDeveloper(
+  tx: Tx,
+  principal: Principal,
+  developerId: string,
+  requested: { organizationId: string; named: boolean },
+): Promise<string> {
+  const actor = actorOf(principal);
+  await tx.query(
+    `INSERT INTO developers (developer_id, organization_id, bound_by_kind, bound_by_id) VALUES ($1, $2, $3, $4)
+     ON CONFLICT (developer_id) DO NOTHING`,
+    [developerId, requested.organizationId, actor.kind, actor.id],
+  );
+  const { rows } = await tx.query<{ organization_id: string }>(
+    "SELECT organization_id FROM developers WHERE developer_id = $1 FOR UPDATE",
+    [developerId],
+  );
+  const bound = rows[0]!.organization_id;
+  // A platform-admin naming no organization re-issues for the one the developer belongs to.
+  if (isPlatformAdmin(principal) && !requested.named) return bound;
+  if (bound === requested.organizationId) return bound;
+  if (isPlatformAdmin(principal)) {
+    throw failedPrecondition(
+      `developer "${developerId}" belongs to ${bound ? `organization "${bound}"` : "no organization"}; a developer id stays with its organization: issue the PIN for that one, or use another developer id`,
+    );
+  }
+  // Whose it is stays unsaid: only that it is not the caller's to issue.
+  throw permissionDenied(
+    `developer id "${developerId}" belongs to another organization; choose another developer id`,
+  );
+}
+
 export async function issueDeveloperPin(
   deps: Enrollment,
   principal: Principal,
   req: IssueDeveloperPinRequest,
 ): Promise<{ pin: string; expiresAt: Date }> {
   const developerId = requireDeveloperId(req.developerId);
-  let organizationId = optionalOrganizationId(req.organizationId);
-  if (principal.adminRole === "org-admin") {
-    if (!principal.organization) {
-      throw permissionDenied(`org-admin "${principal.id}" has no organization in its certificate`);
-    }
-    if (organizationId && organizationId !== principal.organization) {
-      throw permissionDenied(
-        `org-admin "${principal.id}" may issue PINs only for developers of organization "${principal.organization}"`,
-      );
-    }
-    organizationId = principal.organization;
-  }
+  const named = optionalOrganizationId(req.organizationId);
+  // An org-admin issues only for its own organization (the one in its certificate when none is named).
+  if (named) requireOrganization(principal, named);
+  const requested = { organizationId: named || viewOrganization(principal, ""), named: named !== "" };
   const defaultClusterId = req.defaultClusterId
     ? requireClusterId(req.defaultClusterId, "default_cluster_id")
     : "";
+  // A platform-admin may point a developer at any cluster; an org-admin only at one serving its own.
+  if (defaultClusterId && !isPlatformAdmin(principal)) {
+    await requireOrganizationCluster(deps, requested.organizationId, defaultClusterId);
+  }
   const pin = String(randomInt(0, 1_000_000)).padStart(6, "0");
   const pinHash = await hashPin(pin);
   const actor = actorOf(principal);
   const expiresAt = await transaction(deps.pool, async (tx) => {
-    // One row per developer: a new PIN replaces the old one and lifts a lockout.
+    const organizationId = await bindDeveloper(tx, principal, developerId, requested);
+    // One row per developer: a new PIN replaces the old one and lifts a lockout (the binding above has
+    // made sure it is the same organization's).
     const { rows } = await tx.query<{ expires_at: Date }>(
       `INSERT INTO developer_pins (developer_id, pin_hash, organization_id, default_cluster_id, expires_at,
          issued_by_kind, issued_by_id)
@@ -155,9 +205,9 @@ export async function bootstrapDeveloper(
   req: BootstrapDeveloperRequest,
   address: string,
 ): Promise<Bootstrapped> {
-  deps.limits.admitAddress("BootstrapDeveloper", address);
+  // The developer id has no failure budget of its own: its PIN's lockout is that, and a stricter one.
+  const admitted = deps.limits.admitAddress("BootstrapDeveloper", address);
   const developerId = requireDeveloperId(req.developerId);
-  deps.limits.admitCredential("BootstrapDeveloper", "developer", developerId);
   if (!/^\d{6}$/.test(req.pin)) {
     throw unauthenticated("wrong developer id or PIN; check the 6-digit PIN your admin gave you");
   }
@@ -221,6 +271,7 @@ export async function bootstrapDeveloper(
       });
       return { ok: false, error: markAudited(error) };
     }
+    admitted.proven();
     if (row.used_at) {
       return {
         ok: false,
@@ -259,6 +310,7 @@ export async function bootstrapDeveloper(
       spiffeId: buildSpiffeId({ trustDomain: deps.config.trustDomain, kind: "user", id: developerId }),
       kind: "user",
       principalId: developerId,
+      lifetimeMs: deps.config.userCertificateLifetimeMs,
     });
     tx.audit({
       actorId: ANONYMOUS.id,

@@ -1,13 +1,7 @@
 import { create } from "@bufbuild/protobuf";
 import { timestampFromDate } from "@bufbuild/protobuf/wkt";
-import type { HandlerContext, ServiceImpl } from "@connectrpc/connect";
-import {
-  principalOf,
-  remoteAddressFrom,
-  unauthenticated,
-  type AuditInput,
-  type Principal,
-} from "@fabric/platform";
+import type { ServiceImpl } from "@connectrpc/connect";
+import { actorOf, callerOf, remoteAddressFrom, type AuditInput, type Principal } from "@fabric/platform";
 import {
   ApproveJoinRequestResponseSchema,
   BootstrapDeveloperResponseSchema,
@@ -24,7 +18,7 @@ import {
   type EnrollmentService,
 } from "@fabric/proto/fabric/enrollment/v1/enrollment_pb.js";
 import { approveJoinRequest, completeApproval } from "./approvals.js";
-import { ANONYMOUS, actorOf, auditRefusal, type Enrollment } from "./context.js";
+import { ANONYMOUS, auditRefusal, type Enrollment } from "./context.js";
 import { bootstrapDeveloper, issueDeveloperPin } from "./developer-pins.js";
 import {
   getJoinRequest,
@@ -44,13 +38,6 @@ export interface PublicEndpoints {
   enrollment: string;
   registry: string;
   router: string;
-}
-
-function callerOf(ctx: HandlerContext): Principal {
-  const principal = principalOf(ctx.values);
-  // The authorization table admits only verified callers to non-anonymous RPCs; this is a safety net.
-  if (!principal) throw unauthenticated("this call needs a client certificate");
-  return principal;
 }
 
 /** The audit fields of an authenticated caller's attempt. */

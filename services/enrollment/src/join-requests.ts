@@ -2,10 +2,12 @@ import { createHash, randomBytes, randomUUID } from "node:crypto";
 import { create, fromBinary, toBinary } from "@bufbuild/protobuf";
 import { timestampFromDate } from "@bufbuild/protobuf/wkt";
 import {
+  actorOf,
   failedPrecondition,
   invalidArgument,
   notFound,
   permissionDenied,
+  requireCluster,
   transaction,
   type Principal,
   type Tx,
@@ -18,14 +20,7 @@ import {
   type JoinRequest,
   type ListJoinRequestsRequest,
 } from "@fabric/proto/fabric/enrollment/v1/enrollment_pb.js";
-import {
-  ANONYMOUS,
-  ENROLLMENT_SERVICE,
-  actorOf,
-  principalKindOf,
-  requireClusterAccess,
-  type Enrollment,
-} from "./context.js";
+import { ANONYMOUS, ENROLLMENT_SERVICE, principalKindOf, type Enrollment } from "./context.js";
 import { listClusterPage } from "./cluster-pages.js";
 import {
   authenticateJoinToken,
@@ -161,9 +156,8 @@ export async function join(
   req: EnrollmentServiceJoinRequest,
   address: string,
 ): Promise<JoinRequestRow> {
-  deps.limits.admitAddress("Join", address);
+  const attempt = deps.limits.admitAddress("Join", address);
   const presented = parseJoinToken(req.token);
-  deps.limits.admitCredential("Join", "join-token", presented.id);
   if (req.clusterId) requireClusterId(req.clusterId);
   checkFacts(req.facts);
   const nodeName = nodeNameFor(req.nodeName, req.facts?.hostname ?? "");
@@ -172,6 +166,7 @@ export async function join(
   const csr = await checkCsr(req.csrPem);
 
   const token = await authenticateJoinToken(deps, presented);
+  attempt.proven();
   if (req.clusterId && req.clusterId !== token.cluster_id) {
     throw permissionDenied(
       `this join token admits nodes into another cluster, not "${req.clusterId}"; use a token for "${req.clusterId}"`,
@@ -328,7 +323,7 @@ export async function getJoinRequest(
 ): Promise<JoinRequestRow> {
   const row = await readJoinRequest(deps, requireJoinRequestId(id));
   if (!row) throw notFound(`join request ${id} does not exist`);
-  requireClusterAccess(principal, row.cluster_id);
+  requireCluster(principal, row.cluster_id);
   return row;
 }
 
@@ -349,7 +344,7 @@ export async function rejectJoinRequest(
     );
     const row = found.rows[0];
     if (!row) throw notFound(`join request ${id} does not exist`);
-    requireClusterAccess(principal, row.cluster_id);
+    requireCluster(principal, row.cluster_id);
     requireUndecided(row, "rejected");
     const updated = await tx.query<JoinRequestRow>(
       `UPDATE join_requests SET state = 'rejected', decided_at = now(), decided_by_kind = $2, decided_by_id = $3,

@@ -2,9 +2,11 @@ import { createHash, randomBytes, timingSafeEqual } from "node:crypto";
 import { create } from "@bufbuild/protobuf";
 import { timestampFromDate } from "@bufbuild/protobuf/wkt";
 import {
+  actorOf,
   failedPrecondition,
   invalidArgument,
   notFound,
+  requireCluster,
   transaction,
   unauthenticated,
   type Principal,
@@ -18,13 +20,7 @@ import {
   type JoinToken,
   type ListJoinTokensRequest,
 } from "@fabric/proto/fabric/enrollment/v1/enrollment_pb.js";
-import {
-  ENROLLMENT_SERVICE,
-  actorOf,
-  principalKindOf,
-  requireClusterAccess,
-  type Enrollment,
-} from "./context.js";
+import { ENROLLMENT_SERVICE, principalKindOf, type Enrollment } from "./context.js";
 import { listClusterPage } from "./cluster-pages.js";
 import { boundedText, durationField, requireClusterId, roleList } from "./validation.js";
 
@@ -100,7 +96,7 @@ export async function createJoinToken(
   req: CreateJoinTokenRequest,
 ): Promise<{ token: string; row: JoinTokenRow }> {
   const clusterId = requireClusterId(req.clusterId);
-  requireClusterAccess(principal, clusterId);
+  requireCluster(principal, clusterId);
   const allowedRoles = roleList(req.allowedRoles, "allowed_roles");
   if (req.maxUses > 1000) throw invalidArgument("max_uses may be at most 1000");
   const maxUses = req.maxUses === 0 ? 1 : req.maxUses;
@@ -201,7 +197,7 @@ export async function revokeJoinToken(
     const row = found.rows[0];
     if (!row)
       throw notFound(`join token ${tokenId} does not exist (expired tokens are deleted after a while)`);
-    requireClusterAccess(principal, row.cluster_id);
+    requireCluster(principal, row.cluster_id);
     if (row.revoked_at) return row;
     const updated = await tx.query<JoinTokenRow>(
       `UPDATE join_tokens SET revoked_at = now() WHERE id = $1 RETURNING ${COLUMNS}`,
@@ -222,7 +218,8 @@ export async function revokeJoinToken(
 }
 
 /**
- * The token row whose secret matches, or Unauthenticated. The comparison is constant-time over the
+ * The token row whose secret matches, or Unauthenticated (ResourceExhausted once the token id's failure
+ * budget is spent; a right secret is never held back by it). The comparison is constant-time over the
  * stored hash; unknown ids and wrong secrets get the same answer.
  */
 export async function authenticateJoinToken(
@@ -237,7 +234,12 @@ export async function authenticateJoinToken(
   const expected = row?.secret_sha256 ?? Buffer.alloc(32);
   const matches = timingSafeEqual(sha256(presented.secret), expected);
   if (!row || !matches) {
-    throw unauthenticated("the join token is unknown or its secret is wrong; ask an admin for a new token");
+    throw deps.limits.credentialFailed(
+      "Join",
+      "join-token",
+      presented.id,
+      unauthenticated("the join token is unknown or its secret is wrong; ask an admin for a new token"),
+    );
   }
   return row;
 }

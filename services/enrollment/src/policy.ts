@@ -24,4 +24,7 @@ export const policy: Policy<typeof EnrollmentService> = {
   bootstrapDeveloper: { anonymous: true },
   // Any enrolled node, developer or admin, for itself; services renew through the CA.
   renew: { kinds: ["node", "user"], adminRoles: ["platform-admin", "cluster-admin", "org-admin"] },
+  // The audit log: each admin sees its own scope (the handler narrows); only platform-admins verify it.
+  listAudit: { adminRoles: ["platform-admin", "cluster-admin", "org-admin"] },
+  verifyAudit: { adminRoles: ["platform-admin"] },
 };

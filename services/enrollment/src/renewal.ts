@@ -2,6 +2,7 @@ import { create } from "@bufbuild/protobuf";
 import { durationFromMs, timestampDate } from "@bufbuild/protobuf/wkt";
 import { ConnectError } from "@connectrpc/connect";
 import {
+  actorOf,
   failedPrecondition,
   inspectCertificate,
   splitCertificates,
@@ -10,9 +11,9 @@ import {
 } from "@fabric/platform";
 import { SignRequestSchema } from "@fabric/proto/fabric/ca/v1/ca_pb.js";
 import type { RenewRequest } from "@fabric/proto/fabric/enrollment/v1/enrollment_pb.js";
-import { actorOf, principalKindOf, type Enrollment } from "./context.js";
+import { principalKindOf, type Enrollment } from "./context.js";
 import { MAX_CERTIFICATE_LIFETIME_MS } from "./approvals.js";
-import { firstEnrolledAt, recordRenewal } from "./principal-enrollments.js";
+import { enrollmentOf, recordRenewal } from "./principal-enrollments.js";
 import { checkCsr, durationField } from "./validation.js";
 
 export interface Renewed {
@@ -29,7 +30,9 @@ export interface Renewed {
  * certificates, and services (the authorization table: they renew through the CA's Sign, which carries
  * their server names over), so the caller is a valid node, developer or admin. The new certificate names exactly what the presented
  * one names — kind, id, cluster, organization, grants — never anything from the CSR, whose key alone is
- * taken (a fresh key is a rekey). It never outlives the maximum enrollment age.
+ * taken (a fresh key is a rekey). It never outlives the maximum enrollment age, and never lives longer
+ * than the identity was given: the lifetime recorded when it enrolled (an approval of one minute renews
+ * for one minute), or for identities enrolled elsewhere the presented certificate's own lifetime.
  */
 export async function renew(deps: Enrollment, principal: Principal, req: RenewRequest): Promise<Renewed> {
   await checkCsr(req.csrPem);
@@ -37,14 +40,16 @@ export async function renew(deps: Enrollment, principal: Principal, req: RenewRe
   const byKind =
     principal.kind === "node" ? deps.config.nodeCertificateLifetimeMs : deps.config.userCertificateLifetimeMs;
   const now = Date.now();
-  const enrolledAt = await firstEnrolledAt(deps.pool, principal.spiffeId, principal.notBefore);
+  const enrollment = await enrollmentOf(deps.pool, principal.spiffeId, principal.notBefore);
+  const enrolledAt = enrollment.firstEnrolledAt;
   const ageLimit = enrolledAt.getTime() + deps.config.maxEnrollmentAgeMs;
   if (ageLimit <= now) {
     throw failedPrecondition(
       `${principal.kind} "${principal.id}" was enrolled at ${enrolledAt.toISOString()}, longer ago than the maximum enrollment age; enroll again (join with a token, or bootstrap with a PIN)`,
     );
   }
-  const lifetimeMs = Math.min(requested || byKind, MAX_CERTIFICATE_LIFETIME_MS, ageLimit - now);
+  const grantedMs = enrollment.lifetimeMs ?? principal.notAfter.getTime() - principal.notBefore.getTime();
+  const lifetimeMs = Math.min(requested || byKind, MAX_CERTIFICATE_LIFETIME_MS, ageLimit - now, grantedMs);
 
   let signed;
   try {
@@ -71,6 +76,7 @@ export async function renew(deps: Enrollment, principal: Principal, req: RenewRe
       kind: principal.kind,
       principalId: principal.id,
       firstEnrolledAt: enrolledAt,
+      lifetimeMs: grantedMs,
     });
     tx.audit({
       actorId: actor.id,

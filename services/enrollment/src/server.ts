@@ -1,4 +1,10 @@
-import { ConfigError, recordAudit, serve, type ServiceContext, type ServiceParts } from "@fabric/platform";
+import {
+  ConfigError,
+  refusalAuditorFor,
+  serve,
+  type ServiceContext,
+  type ServiceParts,
+} from "@fabric/platform";
 import { CaService } from "@fabric/proto/fabric/ca/v1/ca_pb.js";
 import { EnrollmentService } from "@fabric/proto/fabric/enrollment/v1/enrollment_pb.js";
 import { RegistryService } from "@fabric/proto/fabric/registry/v1/registry_pb.js";
@@ -40,7 +46,7 @@ export function buildEnrollment(ctx: ServiceContext<EnrollmentConfig>): ServiceP
   const jobs: Promise<void>[] = [];
 
   return {
-    services: [serve(EnrollmentService, enrollmentHandlers(deps, endpoints), policy)],
+    services: [serve(EnrollmentService, { ...enrollmentHandlers(deps, endpoints), ...ctx.audit }, policy)],
     start(server) {
       ownUrl ||= server.grpcUrl;
       const { signal, logger } = ctx;
@@ -65,14 +71,15 @@ export function buildEnrollment(ctx: ServiceContext<EnrollmentConfig>): ServiceP
 
 /** One audit event per rate-limited key since the last flush, with how many calls were refused. */
 async function auditRateLimits(deps: Enrollment): Promise<void> {
+  // Through the service's one refusal auditor, so a flood of limited callers never takes the pool.
+  const auditor = refusalAuditorFor(deps.pool, deps.logger);
   for (const tally of deps.limits.drainRefusals()) {
-    await recordAudit(deps.pool, {
+    auditor.record({
       actorId: ANONYMOUS.id,
       actorKind: ANONYMOUS.kind,
       action: "rate_limit.refuse",
       targetType: tally.limitedBy,
       targetId: tally.key,
-      outcome: "refused",
       details: { rpc: tally.action, refused: String(tally.count), code: "ResourceExhausted" },
     });
   }

@@ -70,12 +70,15 @@ export const enrollmentSettings = {
   pinMaxAttempts: z.coerce.number().int().min(1).max(100).default(5),
 
   // FABRIC_ADDRESS_RATE_PER_SECOND / FABRIC_ADDRESS_BURST: token bucket per source IP for the anonymous RPCs
-  // (Join, WaitForApproval, BootstrapDeveloper): sustained rate and burst (1/s, burst 20).
+  // (Join, WaitForApproval, BootstrapDeveloper): sustained rate and burst (1/s, burst 20). Every attempt
+  // draws on it; one that proves its credential (right token, signature or PIN) gives its token back, so
+  // only failures use it up.
   addressRatePerSecond: z.coerce.number().positive().default(1),
   addressBurst: z.coerce.number().int().min(1).default(20),
-  // FABRIC_CREDENTIAL_RATE_PER_SECOND / FABRIC_CREDENTIAL_BURST: token bucket per join token id (Join), join
-  // request id (WaitForApproval) and developer id (BootstrapDeveloper), whatever address the calls come
-  // from (0.5/s, burst 10).
+  // FABRIC_CREDENTIAL_RATE_PER_SECOND / FABRIC_CREDENTIAL_BURST: token bucket of wrong secrets per join
+  // token id (Join) and join request id (WaitForApproval), whatever address they come from (0.5/s, burst
+  // 10). Only wrong secrets draw on it and it never holds back the right one. Developer ids have the PIN
+  // lockout (FABRIC_PIN_MAX_ATTEMPTS) instead.
   credentialRatePerSecond: z.coerce.number().positive().default(0.5),
   credentialBurst: z.coerce.number().int().min(1).default(10),
 

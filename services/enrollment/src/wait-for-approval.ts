@@ -61,17 +61,22 @@ async function admit(
   req: WaitForApprovalRequest,
   address: string,
 ): Promise<JoinRequestRow> {
-  deps.limits.admitAddress("WaitForApproval", address);
+  const attempt = deps.limits.admitAddress("WaitForApproval", address);
   const id = requireJoinRequestId(req.joinRequestId);
-  deps.limits.admitCredential("WaitForApproval", "join-request", id);
   const row = await readJoinRequest(deps, id);
   if (!row) throw notFound(`join request ${id} does not exist; join again with a token`);
   const key = createPublicKey({ key: row.public_key_spki, format: "der", type: "spki" });
   if (!verifyWaitForApproval(key, id, row.challenge, req.signature)) {
-    throw unauthenticated(
-      "signature does not prove possession of this join request's key: sign 'fabric-wait-for-approval:<id>:' + challenge with the CSR's key (ECDSA P-256, SHA-256, DER)",
+    throw deps.limits.credentialFailed(
+      "WaitForApproval",
+      "join-request",
+      id,
+      unauthenticated(
+        "signature does not prove possession of this join request's key: sign 'fabric-wait-for-approval:<id>:' + challenge with the CSR's key (ECDSA P-256, SHA-256, DER)",
+      ),
     );
   }
+  attempt.proven();
   if (row.state === "approved" && row.expires_at <= new Date()) {
     throw failedPrecondition(
       `join request ${id} was approved but its certificate could no longer be collected after ${row.expires_at.toISOString()}; join again with a new token`,

@@ -8,9 +8,12 @@ import {
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { signWaitForApproval } from "../src/protocol.js";
 import {
+  collect,
+  joinNode,
   nodeKey,
   refusal,
   startEnrollmentUnderTest,
+  storedState,
   type EnrollmentUnderTest,
 } from "./fixtures/enrollment-under-test.js";
 
@@ -356,5 +359,92 @@ describe("approval is idempotent and crash-safe", () => {
     expect(events.map((e) => [e.actorKind, e.actorId, e.details.autoApprove])).toEqual([
       ["service", "enrollment", "true"],
     ]);
+  });
+});
+
+describe("attaching a join request to an existing node (ApproveJoinRequest.node_id)", () => {
+  const issuedEvent = async (id: string) =>
+    (await listAudit(t.pool, { action: "join_request.certificate_issued", targetId: id }, { limit: 5 }))[0]!;
+  /** A host joined to `cluster` and approved by a platform-admin: its identity. */
+  const enrolled = async (cluster: string) => {
+    const node = await joinNode(t, cluster);
+    await t.client(t.platformAdmin).approveJoinRequest({ joinRequestId: node.id });
+    return collect(t, node);
+  };
+
+  it("adds the same host to a second cluster without touching its first-cluster certificate", async () => {
+    const first = await enrolled("attach-1");
+    const second = await joinNode(t, "attach-2");
+    const approved = await t
+      .client(t.platformAdmin)
+      .approveJoinRequest({ joinRequestId: second.id, nodeId: first.nodeId });
+    expect(approved.joinRequest!.nodeId).toBe(first.nodeId);
+    const attached = await collect(t, second);
+    expect(inspectCertificate(attached.certificatePem).identity).toMatchObject({
+      kind: "node",
+      id: first.nodeId,
+      cluster: "attach-2",
+    });
+    // Only certificates issued for this very join request could ever be orphans: none here.
+    expect((await issuedEvent(second.id)).details.abandonedSerials).toBeUndefined();
+    expect((await t.pool.query("SELECT 1 FROM abandoned_certificates")).rowCount).toBe(0);
+    expect(t.peers.revokedSerials).not.toContain(first.serial);
+  });
+
+  it("refuses a cluster-admin a node of another cluster as not found, changing nothing anywhere", async () => {
+    const victim = await enrolled("victim-c");
+    const attacker = t.client(await t.clusterAdmin("attacker-c"));
+    const token = await attacker.createJoinToken({ clusterId: "attacker-c" });
+    const host = await nodeKey();
+    const joinedHost = await t.client().join({ token: token.token, csrPem: host.csrPem });
+    const before = await storedState(t.pool);
+    const signs = t.peers.signRequests.length;
+    const err = await refusal(
+      attacker.approveJoinRequest({ joinRequestId: joinedHost.joinRequestId, nodeId: victim.nodeId }),
+    );
+    expect(err.code).toBe(Code.NotFound);
+    expect(err.rawMessage).not.toContain("victim-c");
+    expect(await storedState(t.pool)).toBe(before);
+    expect(t.peers.signRequests.length).toBe(signs);
+    expect(t.peers.revokedSerials).not.toContain(victim.serial);
+    expect(
+      (await attacker.getJoinRequest({ joinRequestId: joinedHost.joinRequestId })).joinRequest!.state,
+    ).toBe(JoinRequestState.PENDING);
+  });
+
+  it("refuses a cluster-admin a node that is also a member of a cluster it does not administer", async () => {
+    const node = await enrolled("shared-1");
+    const other = await joinNode(t, "shared-2");
+    await t.client(t.platformAdmin).approveJoinRequest({ joinRequestId: other.id, nodeId: node.nodeId });
+    // The node is in shared-1 and shared-2; shared-1's admin may not hand its identity to a third host.
+    const admin = t.client(await t.clusterAdmin("shared-1"));
+    const third = await joinNode(t, "shared-1");
+    const err = await refusal(admin.approveJoinRequest({ joinRequestId: third.id, nodeId: node.nodeId }));
+    expect(err.code).toBe(Code.PermissionDenied);
+    expect(err.rawMessage).not.toContain("shared-2");
+  });
+
+  it("refuses unknown and revoked nodes, and a node already in the request's cluster", async () => {
+    const admin = t.client(t.platformAdmin);
+    const pending = await joinNode(t, "attach-3");
+    expect(
+      (await refusal(admin.approveJoinRequest({ joinRequestId: pending.id, nodeId: "nobody" }))).code,
+    ).toBe(Code.NotFound);
+    const member = await enrolled("attach-3");
+    const again = await refusal(
+      admin.approveJoinRequest({ joinRequestId: pending.id, nodeId: member.nodeId }),
+    );
+    expect([again.code, again.rawMessage]).toEqual([
+      Code.FailedPrecondition,
+      expect.stringMatching(/already a member of cluster "attach-3"/),
+    ]);
+    const banned = await enrolled("attach-4");
+    t.peers.revokedNodes.add(banned.nodeId);
+    expect(
+      (await refusal(admin.approveJoinRequest({ joinRequestId: pending.id, nodeId: banned.nodeId }))).code,
+    ).toBe(Code.FailedPrecondition);
+    expect((await admin.getJoinRequest({ joinRequestId: pending.id })).joinRequest!.state).toBe(
+      JoinRequestState.PENDING,
+    );
   });
 });

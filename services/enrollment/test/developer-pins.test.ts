@@ -7,6 +7,7 @@ import {
   nodeKey,
   refusal,
   startEnrollmentUnderTest,
+  storedState,
   type EnrollmentUnderTest,
 } from "./fixtures/enrollment-under-test.js";
 
@@ -175,5 +176,47 @@ describe("BootstrapDeveloper", () => {
     const err = await refusal(t.client().bootstrapDeveloper({ developerId: "06", pin, csrPem: key.csrPem }));
     expect(err.code).toBe(Code.FailedPrecondition);
     expect(err.rawMessage).toMatch(/expired/);
+  });
+});
+
+describe("a developer id stays with its organization", () => {
+  it("refuses another organization's admin a PIN for it, and keeps the pending PIN usable", async () => {
+    const { pin } = await t.client(await t.orgAdmin("owner-org")).issueDeveloperPin({ developerId: "mika" });
+    const before = await storedState(t.pool);
+    const intruder = t.client(await t.orgAdmin("intruder-org"));
+    for (const organizationId of ["", "intruder-org"]) {
+      const err = await refusal(intruder.issueDeveloperPin({ developerId: "mika", organizationId }));
+      expect(err.code).toBe(Code.PermissionDenied);
+      // Only that the id is taken: not by whom.
+      expect(err.rawMessage).not.toContain("owner-org");
+    }
+    expect(await storedState(t.pool)).toBe(before);
+    const key = await nodeKey();
+    const res = await t.client().bootstrapDeveloper({ developerId: "mika", pin, csrPem: key.csrPem });
+    expect(inspectCertificate(res.certificatePem).organization).toBe("owner-org");
+    // Bootstrapped, the id is still bound: the intruder cannot mint a second certificate for it.
+    expect((await refusal(intruder.issueDeveloperPin({ developerId: "mika" }))).code).toBe(
+      Code.PermissionDenied,
+    );
+  });
+
+  it("keeps the binding against platform-admins too, who re-issue for the developer's organization", async () => {
+    const admin = t.client(t.platformAdmin);
+    await admin.issueDeveloperPin({ developerId: "noor", organizationId: "first-org" });
+    const moved = await refusal(
+      admin.issueDeveloperPin({ developerId: "noor", organizationId: "second-org" }),
+    );
+    expect(moved.code).toBe(Code.FailedPrecondition);
+    const { pin } = await admin.issueDeveloperPin({ developerId: "noor" });
+    const res = await t
+      .client()
+      .bootstrapDeveloper({ developerId: "noor", pin, csrPem: (await nodeKey()).csrPem });
+    expect(inspectCertificate(res.certificatePem).organization).toBe("first-org");
+    // A developer of no organization is bound to none: an org-admin cannot claim it.
+    await admin.issueDeveloperPin({ developerId: "loner" });
+    const claimed = await refusal(
+      t.client(await t.orgAdmin("first-org")).issueDeveloperPin({ developerId: "loner" }),
+    );
+    expect(claimed.code).toBe(Code.PermissionDenied);
   });
 });

@@ -14,7 +14,7 @@ import {
   type Pool,
   type TlsCredentials,
 } from "@fabric/platform";
-import { CaService } from "@fabric/proto/fabric/ca/v1/ca_pb.js";
+import { CaService, RevocationReason } from "@fabric/proto/fabric/ca/v1/ca_pb.js";
 import { PrincipalKind } from "@fabric/proto/fabric/common/v1/common_pb.js";
 import {
   EnrollmentService,
@@ -303,6 +303,50 @@ describe("renewal", () => {
     await new Promise((r) => setTimeout(r, Math.max(0, notAfter.getTime() - Date.now()) + 1_100));
     const expired = await refusal(enrollmentAs(shortCreds).renew({ csrPem: (await nodeKey()).csrPem }));
     expect(expired.code).toBe(Code.Unauthenticated);
+  });
+});
+
+describe("a key revoked for key compromise", () => {
+  it("is refused by Join's approval, BootstrapDeveloper and Renew, the credentials they spend kept", async () => {
+    const node = await joinNode((await newToken()).token);
+    await admin.approveJoinRequest({ joinRequestId: node.id });
+    const issued = (await waitFor(node)).at(-1)!;
+    await fabric.client(CaService, "ca").revoke({
+      target: { case: "serial", value: inspectCertificate(issued.certificatePem).serialHex },
+      reason: RevocationReason.KEY_COMPROMISE,
+    });
+    const leaked = { csrPem: node.csrPem };
+
+    // Join: the request goes back to PENDING for the admin, with the CA's reason.
+    const again = await anonymous.join({ token: (await newToken()).token, csrPem: leaked.csrPem, facts });
+    const approval = await refusal(admin.approveJoinRequest({ joinRequestId: again.joinRequestId }));
+    expect([approval.code, approval.rawMessage]).toEqual([
+      Code.FailedPrecondition,
+      expect.stringMatching(/key compromise.*pending again/),
+    ]);
+
+    // BootstrapDeveloper: refused, and the PIN still works with a new key.
+    const { pin } = await admin.issueDeveloperPin({ developerId: "dev-leaked-key" });
+    const boot = await refusal(
+      anonymous.bootstrapDeveloper({ developerId: "dev-leaked-key", pin, csrPem: leaked.csrPem }),
+    );
+    expect([boot.code, boot.rawMessage]).toEqual([
+      Code.FailedPrecondition,
+      expect.stringMatching(/key compromise/),
+    ]);
+    await anonymous.bootstrapDeveloper({
+      developerId: "dev-leaked-key",
+      pin,
+      csrPem: (await nodeKey()).csrPem,
+    });
+
+    // Renew: an identity cannot rekey onto the compromised key.
+    const holder = enrollmentAs(await fabric.issue({ kind: "node", id: "rekeying", cluster: "c1" }));
+    const renewal = await refusal(holder.renew({ csrPem: leaked.csrPem }));
+    expect([renewal.code, renewal.rawMessage]).toEqual([
+      Code.FailedPrecondition,
+      expect.stringMatching(/key compromise/),
+    ]);
   });
 });
 

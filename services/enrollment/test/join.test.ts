@@ -5,9 +5,11 @@ import { CertificationRequest } from "@peculiar/asn1-csr";
 import { AsnConvert } from "@peculiar/asn1-schema";
 import { JoinRequestState } from "@fabric/proto/fabric/enrollment/v1/enrollment_pb.js";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { signWaitForApproval } from "../src/protocol.js";
 import {
   asText,
   codeOf,
+  joinNode,
   nodeKey,
   refusal,
   startEnrollmentUnderTest,
@@ -234,7 +236,7 @@ describe("Join", () => {
 });
 
 describe("abuse limits", () => {
-  it("rate-limits Join per token with ResourceExhausted and audits the refusals in a batch", async () => {
+  it("rate-limits wrong secrets per token with ResourceExhausted, audited in a batch, never the right one", async () => {
     const limited = await startEnrollmentUnderTest({
       FABRIC_CREDENTIAL_RATE_PER_SECOND: "0.1",
       FABRIC_CREDENTIAL_BURST: "3",
@@ -255,15 +257,14 @@ describe("abuse limits", () => {
         Code.ResourceExhausted,
         Code.ResourceExhausted,
       ]);
-      // Even the right secret is held back now: brute force through one token is bounded.
-      expect(await codeOf(limited.client().join({ token: created.token, csrPem: key.csrPem }))).toBe(
-        Code.ResourceExhausted,
-      );
+      // The right secret is never held back by its token's failures: knowing a token id (it is in
+      // listings and audit) must not let anyone lock out the node holding the token.
+      expect(await codeOf(limited.client().join({ token: created.token, csrPem: key.csrPem }))).toBe("ok");
       // Refusals are audited in batches (one event per limited key) at the latest when the service stops.
       await limited.stopServices();
       const events = await listAudit(limited.pool, { action: "rate_limit.refuse" }, { limit: 10 });
       expect(events.map((e) => [e.targetType, e.targetId, e.details.refused])).toEqual([
-        ["join-token", created.joinToken!.id, "3"],
+        ["join-token", created.joinToken!.id, "2"],
       ]);
     } finally {
       await limited.close();
@@ -307,5 +308,185 @@ describe("abuse limits", () => {
     } finally {
       await limited.close();
     }
+  });
+  it("lets the holder of a join request wait however many wrong signatures strangers send for it", async () => {
+    const limited = await startEnrollmentUnderTest({
+      FABRIC_CREDENTIAL_RATE_PER_SECOND: "0.1",
+      FABRIC_CREDENTIAL_BURST: "2",
+      FABRIC_ADDRESS_RATE_PER_SECOND: "1000",
+      FABRIC_ADDRESS_BURST: "1000",
+    });
+    try {
+      const node = await joinNode(limited, "c1");
+      const stranger = (await nodeKey()).privateKeyPem;
+      const first = async (signature: Uint8Array) => {
+        for await (const res of limited.client().waitForApproval({ joinRequestId: node.id, signature }))
+          return res.state;
+      };
+      const codes: (Code | "ok")[] = [];
+      for (let i = 0; i < 4; i++) {
+        codes.push(await codeOf(first(signWaitForApproval(stranger, node.id, node.challenge))));
+      }
+      expect(codes).toEqual([
+        Code.Unauthenticated,
+        Code.Unauthenticated,
+        Code.ResourceExhausted,
+        Code.ResourceExhausted,
+      ]);
+      expect(await first(signWaitForApproval(node.privateKeyPem, node.id, node.challenge))).toBe(
+        JoinRequestState.PENDING,
+      );
+    } finally {
+      await limited.close();
+    }
+  });
+
+  it("spends an address's budget only on failures: calls that prove their credential give it back", async () => {
+    const limited = await startEnrollmentUnderTest({
+      FABRIC_ADDRESS_RATE_PER_SECOND: "0.1",
+      FABRIC_ADDRESS_BURST: "3",
+      FABRIC_CREDENTIAL_RATE_PER_SECOND: "1000",
+      FABRIC_CREDENTIAL_BURST: "1000",
+    });
+    try {
+      const admin = limited.client(limited.platformAdmin);
+      const codes: (Code | "ok")[] = [];
+      for (let i = 0; i < 5; i++) {
+        const created = await admin.createJoinToken({ clusterId: "c1" });
+        codes.push(
+          await codeOf(limited.client().join({ token: created.token, csrPem: (await nodeKey()).csrPem })),
+        );
+      }
+      const { pin } = await admin.issueDeveloperPin({ developerId: "fleet-dev" });
+      codes.push(
+        await codeOf(
+          limited
+            .client()
+            .bootstrapDeveloper({ developerId: "fleet-dev", pin, csrPem: (await nodeKey()).csrPem }),
+        ),
+      );
+      expect(codes).toEqual(["ok", "ok", "ok", "ok", "ok", "ok"]);
+      const wrong = `${"f".repeat(16)}.${Buffer.alloc(32, 3).toString("base64url")}`;
+      const failures: (Code | "ok")[] = [];
+      for (let i = 0; i < 4; i++) {
+        failures.push(
+          await codeOf(limited.client().join({ token: wrong, csrPem: (await nodeKey()).csrPem })),
+        );
+      }
+      expect(failures).toEqual([
+        Code.Unauthenticated,
+        Code.Unauthenticated,
+        Code.Unauthenticated,
+        Code.ResourceExhausted,
+      ]);
+    } finally {
+      await limited.close();
+    }
+  });
+
+  it("limits a developer id by its PIN lockout only: strangers' wrong PINs short of it keep the right one working", async () => {
+    const limited = await startEnrollmentUnderTest({
+      FABRIC_CREDENTIAL_RATE_PER_SECOND: "0.1",
+      FABRIC_CREDENTIAL_BURST: "2",
+      FABRIC_ADDRESS_RATE_PER_SECOND: "1000",
+      FABRIC_ADDRESS_BURST: "1000",
+    });
+    try {
+      const { pin } = await limited
+        .client(limited.platformAdmin)
+        .issueDeveloperPin({ developerId: "target" });
+      const wrong = pin === "000000" ? "000001" : "000000";
+      const key = await nodeKey();
+      for (let i = 0; i < 4; i++) {
+        expect(
+          await codeOf(
+            limited.client().bootstrapDeveloper({ developerId: "target", pin: wrong, csrPem: key.csrPem }),
+          ),
+        ).toBe(Code.Unauthenticated);
+      }
+      expect(
+        await codeOf(limited.client().bootstrapDeveloper({ developerId: "target", pin, csrPem: key.csrPem })),
+      ).toBe("ok");
+    } finally {
+      await limited.close();
+    }
+  });
+});
+
+describe("text from anonymous joiners and developers", () => {
+  // What a terminal acts on: ESC (CSI, OSC), a C1 CSI, DEL, a bidi override and isolate, a line separator.
+  const hostile = [
+    "\u001b]0;owned\u0007",
+    "\u009b2J",
+    "x\u007f",
+    "\u202Eexe.txt",
+    "\u2066eu",
+    "a\u2028b",
+    "a\nb",
+  ];
+
+  it("refuses control characters in every free-text fact with InvalidArgument naming the field", async () => {
+    const scoped = await token();
+    const key = await nodeKey();
+    const before = await requestCount();
+    const fields: [string, (bad: string) => object][] = [
+      ["facts.hostname", (bad) => ({ facts: { ...facts, hostname: bad } })],
+      ["facts.os_version", (bad) => ({ facts: { ...facts, osVersion: bad } })],
+      ["facts.arch", (bad) => ({ facts: { ...facts, arch: bad } })],
+      ["facts.agent_version", (bad) => ({ facts: { ...facts, agentVersion: bad } })],
+      ["facts.region", (bad) => ({ facts: { ...facts, region: bad } })],
+      ["facts.addresses", (bad) => ({ facts: { ...facts, addresses: ["10.0.0.1:7000", bad] } })],
+      ["facts.labels keys", (bad) => ({ facts: { ...facts, labels: { [bad]: "v" } } })],
+      ['facts.labels["site"]', (bad) => ({ facts: { ...facts, labels: { site: bad } } })],
+    ];
+    for (const [field, make] of fields) {
+      for (const bad of hostile) {
+        const err = await refusal(t.client().join({ token: scoped.token, csrPem: key.csrPem, ...make(bad) }));
+        expect([err.code, err.rawMessage], `${field} ${JSON.stringify(bad)}`).toEqual([
+          Code.InvalidArgument,
+          expect.stringContaining(`${field} contains a control character`),
+        ]);
+      }
+    }
+    const csr = await refusal(
+      t.client().join({ token: scoped.token, csrPem: `\u001b[2J${key.csrPem}`, facts }),
+    );
+    expect([csr.code, csr.rawMessage]).toEqual([Code.InvalidArgument, expect.stringContaining("csr_pem")]);
+    expect(await requestCount()).toBe(before);
+    expect(await usesOf(scoped.id)).toBe(0);
+    // Plain Unicode is fine.
+    const ok = await t.client().join({
+      token: scoped.token,
+      csrPem: key.csrPem,
+      facts: { ...facts, osVersion: "Ubuntu 24.04 « Noble »", labels: { site: "Казань-dc1" } },
+    });
+    expect(ok.state).toBe(JoinRequestState.PENDING);
+  });
+
+  it("refuses them in a bootstrapping developer's CSR, leaving the PIN usable", async () => {
+    const { pin } = await t.client(t.platformAdmin).issueDeveloperPin({ developerId: "escaper" });
+    const key = await nodeKey();
+    const err = await refusal(
+      t.client().bootstrapDeveloper({ developerId: "escaper", pin, csrPem: `${key.csrPem}\u001b]0;x\u0007` }),
+    );
+    expect([err.code, err.rawMessage]).toEqual([Code.InvalidArgument, expect.stringContaining("csr_pem")]);
+    await t.client().bootstrapDeveloper({ developerId: "escaper", pin, csrPem: key.csrPem });
+  });
+
+  it("refuses them in what admins write for others to read: token descriptions, rejection reasons", async () => {
+    const admin = t.client(t.platformAdmin);
+    const description = await refusal(
+      admin.createJoinToken({ clusterId: "c1", description: "\u001b[2Jrack 12" }),
+    );
+    expect([description.code, description.rawMessage]).toEqual([
+      Code.InvalidArgument,
+      expect.stringContaining("description contains a control character"),
+    ]);
+    const node = await joinNode(t, "c1");
+    const reason = await refusal(admin.rejectJoinRequest({ joinRequestId: node.id, reason: "no\u009b2J" }));
+    expect(reason.code).toBe(Code.InvalidArgument);
+    expect((await admin.getJoinRequest({ joinRequestId: node.id })).joinRequest!.state).toBe(
+      JoinRequestState.PENDING,
+    );
   });
 });

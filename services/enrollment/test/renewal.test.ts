@@ -10,6 +10,8 @@ import {
 } from "@fabric/platform";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import {
+  collect,
+  joinNode,
   nodeKey,
   refusal,
   startEnrollmentUnderTest,
@@ -36,12 +38,11 @@ const spkiOf = (pem: string) => new X509Certificate(pem).publicKey.export({ type
 
 describe("Renew", () => {
   it("renews a node with a fresh key and the same subject, taken from the certificate, not the CSR", async () => {
-    const current = await t.pki.issue({
-      kind: "node",
-      id: "node-a",
-      cluster: "c1",
-      grant: "relay-node,entry-node",
-    });
+    // Given 30 days (a renewal never grants more than the presented certificate's lifetime).
+    const current = await t.pki.issue(
+      { kind: "node", id: "node-a", cluster: "c1", grant: "relay-node,entry-node" },
+      { notAfter: new Date(Date.now() + 30 * 86_400_000) },
+    );
     const key = await rekey();
     const res = await t.client(current).renew({ csrPem: key.csrPem });
     const before = inspectCertificate(current.certificatePem);
@@ -169,6 +170,55 @@ describe("Renew", () => {
       expect(notAfter).toBeLessThanOrEqual(Date.now() + 600_000);
     } finally {
       await replica.close();
+    }
+  });
+});
+
+describe("Renew grants no more than the identity was given", () => {
+  const lifetimeOf = (pem: string) => {
+    const c = inspectCertificate(pem);
+    return c.notAfter.getTime() - c.notBefore.getTime();
+  };
+  const renewedAs = (creds: TlsCredentials, key: { privateKeyPem: string }, certificatePem: string) => ({
+    ...creds,
+    privateKeyPem: key.privateKeyPem,
+    certificatePem,
+  });
+
+  it("renews a node approved for one minute for one minute, however long it asks for, every time", async () => {
+    const node = await joinNode(t, "c1");
+    await t.client(t.platformAdmin).approveJoinRequest({
+      joinRequestId: node.id,
+      certificateLifetime: durationFromMs(60_000),
+    });
+    let creds: TlsCredentials = await collect(t, node);
+    for (let round = 0; round < 3; round++) {
+      const key = await rekey();
+      const res = await t
+        .client(creds)
+        .renew({ csrPem: key.csrPem, requestedLifetime: durationFromMs(90 * 86_400_000) });
+      // The stand-in CA starts certificates one minute early, as the CA does: one minute from now.
+      expect(inspectCertificate(res.certificatePem).notAfter.getTime()).toBeLessThanOrEqual(
+        Date.now() + 60_000,
+      );
+      creds = renewedAs(creds, key, res.certificatePem);
+    }
+  });
+
+  it("caps an identity enrolled elsewhere at its certificate's lifetime, without creeping up", async () => {
+    const issued = await t.pki.issue(
+      { kind: "admin", id: "offline-admin", grant: "platform-admin" },
+      { notBefore: new Date(Date.now() - 60_000), notAfter: new Date(Date.now() + 3_600_000) },
+    );
+    const given = lifetimeOf(issued.certificatePem);
+    let creds = issued;
+    for (let round = 0; round < 3; round++) {
+      const key = await rekey();
+      const res = await t.client(creds).renew({ csrPem: key.csrPem });
+      expect(inspectCertificate(res.certificatePem).notAfter.getTime()).toBeLessThanOrEqual(
+        Date.now() + given,
+      );
+      creds = renewedAs(creds, key, res.certificatePem);
     }
   });
 });

@@ -1,10 +1,24 @@
-import { alreadyExists, notFound, pageOf, sortByPosition } from "@fabric/platform";
-import { callerOf, listCluster, requireCluster, viewOrganization } from "./access.js";
+import {
+  alreadyExists,
+  callerOf,
+  invalidArgument,
+  isClusterAdmin,
+  listCluster,
+  notFound,
+  pageOf,
+  requireCluster,
+  sortByPosition,
+  viewOrganization,
+} from "@fabric/platform";
 import type { Handlers, Registry } from "./context.js";
 import { mutate, written } from "./mutations.js";
+import { readableOrganization, readableOrganizations } from "./tenancy.js";
 import { labels, newId, slug, text } from "./validation.js";
 
-/** Clusters and organizations: created by platform-admins, read by the admins they concern. */
+/**
+ * Clusters and organizations: created by platform-admins, read by the admins they concern (a
+ * cluster-admin its cluster and the organizations it serves, an org-admin its organization).
+ */
 export function clusterHandlers(
   r: Registry,
 ): Handlers<
@@ -28,7 +42,7 @@ export function clusterHandlers(
       await mutate(r, m, async (w) => {
         slug("cluster_id", id);
         text("name", req.name, 128, { required: true });
-        text("description", req.description, 1024);
+        text("description", req.description, 1024, { multiline: true });
         text("region", req.region, 64);
         labels("labels", req.labels);
         const res = await w.tx.query(
@@ -73,7 +87,7 @@ export function clusterHandlers(
       await mutate(r, m, async (w) => {
         slug("organization_id", id);
         text("name", req.name, 128, { required: true });
-        text("description", req.description, 1024);
+        text("description", req.description, 1024, { multiline: true });
         labels("labels", req.labels);
         const res = await w.tx.query(
           `INSERT INTO organizations (id, name, description, labels) VALUES ($1, $2, $3, $4)
@@ -90,15 +104,24 @@ export function clusterHandlers(
     },
 
     getOrganization(req, ctx) {
-      const id = viewOrganization(callerOf(ctx), req.organizationId);
-      const organization = id ? r.model.get("organization", id) : undefined;
-      if (!organization) throw notFound(`organization "${id}" does not exist`);
-      return { organization };
+      const caller = callerOf(ctx);
+      // An org-admin may leave the id out: its own organization.
+      const asked = isClusterAdmin(caller)
+        ? req.organizationId
+        : viewOrganization(caller, req.organizationId);
+      if (!asked) throw invalidArgument("organization_id is required");
+      return { organization: r.model.get("organization", readableOrganization(r, caller, asked))! };
     },
 
-    listOrganizations(req) {
-      const orgs = sortByPosition(r.model.values("organization"), (o) => [o.id]);
-      const page = pageOf(orgs, (o) => [o.id], req, "ListOrganizations");
+    listOrganizations(req, ctx) {
+      const caller = callerOf(ctx);
+      const only = listCluster(caller, "");
+      const readable = readableOrganizations(r, caller);
+      const orgs = sortByPosition(
+        r.model.values("organization").filter((o) => !readable || readable.has(o.id)),
+        (o) => [o.id],
+      );
+      const page = pageOf(orgs, (o) => [o.id], req, `ListOrganizations|${only}`);
       return { organizations: page.items, nextPageToken: page.nextPageToken };
     },
   };

@@ -1,16 +1,19 @@
 import {
   alreadyExists,
+  callerOf,
   failedPrecondition,
   invalidArgument,
+  listCluster,
   notFound,
   pageOf,
+  requireCluster,
   sortByPosition,
 } from "@fabric/platform";
 import type { EgressPool } from "@fabric/proto/fabric/registry/v1/egress_pb.js";
-import { callerOf, listCluster, requireCluster } from "./access.js";
 import type { Handlers, Registry } from "./context.js";
 import { mutate, written, type Mutation } from "./mutations.js";
 import type { Sql } from "./sql.js";
+import { requireBindableOrganizations } from "./tenancy.js";
 import { newId, principalId, required, text } from "./validation.js";
 
 /**
@@ -34,8 +37,9 @@ export function egressPoolHandlers(
         required("cluster_id", req.clusterId);
         requireCluster(m.caller, req.clusterId);
         text("name", req.name, 128, { required: true });
-        text("description", req.description, 1024);
+        text("description", req.description, 1024, { multiline: true });
         const orgs = [...new Set(req.organizationIds)];
+        await requireBindableOrganizations(w.tx, m.caller, req.clusterId, orgs);
         if ((await w.tx.query("SELECT 1 FROM clusters WHERE id = $1", [req.clusterId])).rowCount === 0) {
           throw notFound(`cluster "${req.clusterId}" does not exist`);
         }

@@ -43,6 +43,8 @@ export interface EntityTypes {
   node_group: NodeGroup;
   node: Node;
   membership: Membership;
+  /** A node as one membership sees it (loaders.ts); never sent to the router. */
+  membership_host: Node;
   capability: Capability;
   role: Role;
   role_assignment: RoleAssignment;
@@ -61,6 +63,7 @@ const SCHEMAS: { [K in EntityKind]: GenMessage<EntityTypes[K]> } = {
   node_group: NodeGroupSchema,
   node: NodeSchema,
   membership: MembershipSchema,
+  membership_host: NodeSchema,
   capability: CapabilitySchema,
   role: RoleSchema,
   role_assignment: RoleAssignmentSchema,
@@ -77,6 +80,7 @@ export function isEntityKind(value: string): value is EntityKind {
 }
 
 export const workloadStatusKey = (workloadId: string, nodeId: string) => `${workloadId}/${nodeId}`;
+export const membershipHostKey = (nodeId: string, clusterId: string) => `${nodeId}/${clusterId}`;
 export const probeKey = (clusterId: string, from: string, to: string) => `${clusterId}/${from}/${to}`;
 
 /** The key an entity is stored under in the model and the changes table. */
@@ -91,6 +95,10 @@ export function entityKey<K extends EntityKind>(kind: K, entity: EntityTypes[K])
     case "workload_status": {
       const s = e as WorkloadStatus;
       return workloadStatusKey(s.workloadId, s.nodeId);
+    }
+    case "membership_host": {
+      const n = e as Node;
+      return membershipHostKey(n.id, n.memberships[0]?.clusterId ?? "");
     }
     case "probe_stats": {
       const p = e as ProbeStats;
@@ -108,6 +116,7 @@ export function entityClusters<K extends EntityKind>(kind: K, entity: EntityType
     case "cluster":
       return [(e as Cluster).id];
     case "node":
+    case "membership_host":
       return [...new Set((e as Node).memberships.map((m) => m.clusterId))];
     case "workload":
       return [(e as Workload).spec?.clusterId ?? ""].filter(Boolean);
@@ -132,6 +141,7 @@ export function keyOnly<K extends EntityKind>(kind: K, key: string): EntityTypes
     node_group: { id: key },
     node: { id: key },
     membership: { id: key },
+    membership_host: { id: parts[0], memberships: [{ nodeId: parts[0], clusterId: parts[1] }] },
     capability: { name: key },
     role: { name: key },
     role_assignment: { id: key },

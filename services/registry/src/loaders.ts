@@ -128,11 +128,30 @@ async function loadMemberships(
 
 const memberships: Loader<"membership"> = (sql, keys) => loadMemberships(sql, keys, null);
 
+/** What a node reported through one membership: join facts, capabilities, the latest heartbeat. */
+const HOST_COLUMNS = `m.facts, m.capabilities, s.online, s.health, s.heartbeat, s.addresses, s.last_heartbeat_at`;
+
+function hostFields(r: Record<string, unknown>) {
+  return {
+    facts: r.facts ? fromBinary(NodeFactsSchema, r.facts as Uint8Array) : undefined,
+    capabilities: (r.capabilities as string[] | null) ?? [],
+    online: (r.online as boolean | null) ?? false,
+    health: ((r.health as number | null) ?? 0) as NodeHealth,
+    // The stored addresses are the last non-empty set reported (a heartbeat without them keeps them).
+    lastHeartbeat: r.heartbeat
+      ? { ...fromBinary(HeartbeatSchema, r.heartbeat as Uint8Array), addresses: r.addresses as string[] }
+      : undefined,
+    lastHeartbeatAt: ts(r.last_heartbeat_at as Date | null),
+  };
+}
+
+/** Nodes, with the host picture of their home cluster's membership (the one the node was created in). */
 const nodes: Loader<"node"> = async (sql, keys) => {
   const { rows } = await sql.query(
-    `SELECT n.id, n.name, n.facts, n.capabilities, n.state, n.created_at, n.revoked_at,
-            s.online, s.health, s.heartbeat, s.addresses, s.last_heartbeat_at
-     FROM nodes n LEFT JOIN node_status s ON s.node_id = n.id
+    `SELECT n.id, n.name, n.state, n.created_at, n.revoked_at, ${HOST_COLUMNS}
+     FROM nodes n
+     LEFT JOIN memberships m ON m.node_id = n.id AND m.cluster_id = n.home_cluster_id
+     LEFT JOIN node_status s ON s.node_id = n.id AND s.cluster_id = n.home_cluster_id
      WHERE ($1::text[] IS NULL OR n.id = ANY($1))`,
     [keys],
   );
@@ -144,19 +163,33 @@ const nodes: Loader<"node"> = async (sql, keys) => {
     create(NodeSchema, {
       id: r.id,
       name: r.name,
-      facts: fromBinary(NodeFactsSchema, r.facts),
-      capabilities: r.capabilities,
+      ...hostFields(r),
       memberships: byNode.get(r.id) ?? [],
       state: NODE_STATES[r.state],
-      online: r.online ?? false,
-      health: (r.health ?? 0) as NodeHealth,
-      // The stored addresses are the last non-empty set reported (a heartbeat without them keeps them).
-      lastHeartbeat: r.heartbeat
-        ? { ...fromBinary(HeartbeatSchema, r.heartbeat), addresses: r.addresses }
-        : undefined,
-      lastHeartbeatAt: ts(r.last_heartbeat_at),
       createdAt: ts(r.created_at),
       revokedAt: ts(r.revoked_at),
+    }),
+  );
+};
+
+/**
+ * The host as one membership sees it (key `<node>/<cluster>`): a Node message holding only the id, what
+ * the node reported through that membership, and the membership's id and cluster. Registry-internal:
+ * cluster-admins and organization views of that cluster read it instead of the home cluster's picture.
+ */
+const membershipHosts: Loader<"membership_host"> = async (sql, keys) => {
+  const [nodeIds, clusterIds] = splitKeys(keys, 2);
+  const { rows } = await sql.query(
+    `SELECT m.id AS membership_id, m.node_id, m.cluster_id, ${HOST_COLUMNS}
+     FROM memberships m LEFT JOIN node_status s ON s.node_id = m.node_id AND s.cluster_id = m.cluster_id
+     WHERE $1::text[] IS NULL OR (m.node_id, m.cluster_id) IN (SELECT * FROM unnest($1::text[], $2::text[]))`,
+    [nodeIds, clusterIds],
+  );
+  return rows.map((r) =>
+    create(NodeSchema, {
+      id: r.node_id,
+      ...hostFields(r),
+      memberships: [{ id: r.membership_id, nodeId: r.node_id, clusterId: r.cluster_id }],
     }),
   );
 };
@@ -317,6 +350,7 @@ export const LOADERS: { [K in EntityKind]: Loader<K> } = {
   node_group: nodeGroups,
   node: nodes,
   membership: memberships,
+  membership_host: membershipHosts,
   capability: capabilities,
   role: roles,
   role_assignment: roleAssignments,

@@ -1,3 +1,4 @@
+import type { RoleAssignment } from "@fabric/proto/fabric/registry/v1/inventory_pb.js";
 import { ENTITY_KINDS, type AnyEntity, type EntityKind, type EntityTypes } from "./entities.js";
 
 /** One entity as the model holds it: its message and the feed version at which it last changed. */
@@ -26,6 +27,8 @@ type Maps = { [K in EntityKind]: Map<string, Versioned<EntityTypes[K]>> };
 export class Model {
   version = 0n;
   private maps = emptyMaps();
+  /** Role assignments by `<cluster>/<node>`: a Session checks every workload status against them. */
+  private holders = new Map<string, Map<string, RoleAssignment>>();
   private waiters: { version: bigint; resolve: () => void }[] = [];
   private readonly listeners = new Set<(change: FeedChange, previous: AnyEntity | undefined) => void>();
 
@@ -41,6 +44,11 @@ export class Model {
     return [...this.maps[kind].values()] as Versioned<EntityTypes[K]>[];
   }
 
+  /** The node's role assignments in the cluster. */
+  assignmentsOf(clusterId: string, nodeId: string): RoleAssignment[] {
+    return [...(this.holders.get(`${clusterId}/${nodeId}`)?.values() ?? [])];
+  }
+
   /** Replaces everything with a snapshot read at `version` (start-up, or after the feed lost track). */
   reset(
     version: bigint,
@@ -49,6 +57,8 @@ export class Model {
     const maps = emptyMaps();
     for (const e of entities) (maps[e.kind] as Map<string, Versioned<AnyEntity>>).set(e.key, e);
     this.maps = maps;
+    this.holders = new Map();
+    for (const a of this.values("role_assignment")) this.addHolder(a);
     this.version = version;
     this.release();
   }
@@ -58,6 +68,10 @@ export class Model {
     const previous = map.get(change.key)?.value;
     if (change.deleted) map.delete(change.key);
     else map.set(change.key, { version: change.version, value: change.entity });
+    if (change.kind === "role_assignment") {
+      if (previous) this.dropHolder(previous as RoleAssignment);
+      if (!change.deleted) this.addHolder(change.entity as RoleAssignment);
+    }
     this.version = change.version;
     for (const listener of this.listeners) listener(change, previous);
     this.release();
@@ -86,6 +100,20 @@ export class Model {
       };
       this.waiters.push(waiter);
     });
+  }
+
+  private addHolder(a: RoleAssignment): void {
+    const key = `${a.clusterId}/${a.nodeId}`;
+    let held = this.holders.get(key);
+    if (!held) this.holders.set(key, (held = new Map()));
+    held.set(a.id, a);
+  }
+
+  private dropHolder(a: RoleAssignment): void {
+    const key = `${a.clusterId}/${a.nodeId}`;
+    const held = this.holders.get(key);
+    held?.delete(a.id);
+    if (held?.size === 0) this.holders.delete(key);
   }
 
   private release(): void {

@@ -1,8 +1,16 @@
-import { alreadyExists, failedPrecondition, notFound, pageOf, sortByPosition } from "@fabric/platform";
-import { callerOf, requireCluster } from "./access.js";
+import {
+  alreadyExists,
+  callerOf,
+  failedPrecondition,
+  notFound,
+  pageOf,
+  requireCluster,
+  sortByPosition,
+} from "@fabric/platform";
 import type { Handlers, Registry } from "./context.js";
 import { LOADERS } from "./loaders.js";
 import { mutate, written, type Mutation } from "./mutations.js";
+import { groupIn, memberIn } from "./tenancy.js";
 import { newId, required, text } from "./validation.js";
 
 /**
@@ -27,19 +35,10 @@ export function nodeGroupHandlers(
         required("cluster_id", req.clusterId);
         requireCluster(caller, req.clusterId);
         text("name", req.name, 128, { required: true });
-        text("description", req.description, 1024);
+        text("description", req.description, 1024, { multiline: true });
         const cluster = await w.tx.query("SELECT 1 FROM clusters WHERE id = $1", [req.clusterId]);
         if (cluster.rowCount === 0) throw notFound(`cluster "${req.clusterId}" does not exist`);
-        if (req.parentGroupId) {
-          const parent = await w.tx.query("SELECT cluster_id FROM node_groups WHERE id = $1", [
-            req.parentGroupId,
-          ]);
-          if (parent.rowCount === 0)
-            throw notFound(`parent node group "${req.parentGroupId}" does not exist`);
-          if (parent.rows[0].cluster_id !== req.clusterId) {
-            throw failedPrecondition(`parent node group "${req.parentGroupId}" belongs to another cluster`);
-          }
-        }
+        if (req.parentGroupId) await groupIn(w.tx, req.parentGroupId, req.clusterId, "parent_group_id");
         const res = await w.tx.query(
           `INSERT INTO node_groups (id, cluster_id, name, parent_group_id, description) VALUES ($1, $2, $3, $4, $5)
            ON CONFLICT DO NOTHING`,
@@ -111,27 +110,13 @@ export function nodeGroupHandlers(
       const membershipId = await mutate(r, m, async (w) => {
         required("node_id", req.nodeId);
         required("cluster_id", req.clusterId);
-        requireCluster(m.caller, req.clusterId);
-        const found = await w.tx.query(
-          "SELECT id, node_group_id FROM memberships WHERE node_id = $1 AND cluster_id = $2 FOR UPDATE",
-          [req.nodeId, req.clusterId],
-        );
-        if (found.rowCount === 0)
+        const membership = await memberIn(w.tx, m.caller, req.nodeId, req.clusterId, "UPDATE");
+        if (!membership)
           throw notFound(`node "${req.nodeId}" has no membership in cluster "${req.clusterId}"`);
-        const id = found.rows[0].id as string;
+        const id = membership.id;
         m.targetId = id;
-        if (req.nodeGroupId) {
-          const group = await w.tx.query("SELECT cluster_id FROM node_groups WHERE id = $1", [
-            req.nodeGroupId,
-          ]);
-          if (group.rowCount === 0) throw notFound(`node group "${req.nodeGroupId}" does not exist`);
-          if (group.rows[0].cluster_id !== req.clusterId) {
-            throw failedPrecondition(
-              `node group "${req.nodeGroupId}" belongs to another cluster than the membership`,
-            );
-          }
-        }
-        if ((found.rows[0].node_group_id ?? "") === req.nodeGroupId) return id;
+        if (req.nodeGroupId) await groupIn(w.tx, req.nodeGroupId, req.clusterId, "node_group_id");
+        if ((membership.node_group_id ?? "") === req.nodeGroupId) return id;
         await w.tx.query("UPDATE memberships SET node_group_id = $2 WHERE id = $1", [
           id,
           req.nodeGroupId || null,

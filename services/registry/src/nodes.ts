@@ -1,25 +1,48 @@
 import { Code, ConnectError } from "@connectrpc/connect";
 import {
+  callerOf,
   failedPrecondition,
   invalidArgument,
+  listCluster,
   notFound,
   pageOf,
   recordAudit,
+  requireCluster,
   sortByPosition,
   unavailable,
 } from "@fabric/platform";
 import { RevocationReason } from "@fabric/proto/fabric/ca/v1/ca_pb.js";
 import { PrincipalKind } from "@fabric/proto/fabric/common/v1/common_pb.js";
 import type { Membership, Node } from "@fabric/proto/fabric/registry/v1/inventory_pb.js";
-import { callerOf, listCluster, requireCluster } from "./access.js";
+import { NodeHealth } from "@fabric/proto/fabric/registry/v1/session_pb.js";
 import type { Handlers, Registry } from "./context.js";
+import { membershipHostKey } from "./entities.js";
 import { mutate, written, type Mutation } from "./mutations.js";
 import type { Sql } from "./sql.js";
 import { principalId, required, text } from "./validation.js";
 
-/** A node as an admin may see it: cluster-admins see only the membership in their cluster. */
-export function nodeView(node: Node, cluster: string): Node {
-  return cluster ? { ...node, memberships: node.memberships.filter((m) => m.clusterId === cluster) } : node;
+/**
+ * A node as seen from one cluster: that membership only, and the host as the node reported it through
+ * that membership (facts, capabilities, heartbeat). "" = platform-wide: every membership, and the host as
+ * reported in the node's home cluster. Memberships are read from their own entities, which reports
+ * through other clusters than the home one keep current without touching the node.
+ */
+export function nodeView(r: Registry, node: Node, cluster: string): Node {
+  const memberships = node.memberships
+    .filter((m) => !cluster || m.clusterId === cluster)
+    .map((m) => r.model.get("membership", m.id) ?? m);
+  if (!cluster) return { ...node, memberships };
+  const host = r.model.get("membership_host", membershipHostKey(node.id, cluster));
+  return {
+    ...node,
+    facts: host?.facts,
+    capabilities: host?.capabilities ?? [],
+    online: host?.online ?? false,
+    health: host?.health ?? NodeHealth.UNSPECIFIED,
+    lastHeartbeat: host?.lastHeartbeat,
+    lastHeartbeatAt: host?.lastHeartbeatAt,
+    memberships,
+  };
 }
 
 // Reasons Fabric revocation cannot use: it is final, never a hold.
@@ -34,13 +57,15 @@ export function nodeHandlers(
   return {
     getNode(req, ctx) {
       const caller = callerOf(ctx);
-      const cluster = listCluster(caller, "");
+      // The enrollment service (the only one the table admits) sees every membership: it checks them all
+      // against the scope of the admin whose approval it carries out.
+      const cluster = caller.kind === "service" ? "" : listCluster(caller, "");
       const node = r.model.get("node", req.nodeId);
       // A cluster-admin learns nothing about nodes outside its cluster, not even that they exist.
       if (!node || (cluster && !node.memberships.some((m) => m.clusterId === cluster))) {
         throw notFound(`node "${req.nodeId}" does not exist${cluster ? ` in cluster "${cluster}"` : ""}`);
       }
-      return { node: nodeView(node, cluster) };
+      return { node: nodeView(r, node, cluster) };
     },
 
     listNodes(req, ctx) {
@@ -48,20 +73,22 @@ export function nodeHandlers(
       const assignments = r.model.values("role_assignment");
       const holds = (nodeId: string, test: (a: (typeof assignments)[number]) => boolean) =>
         assignments.some((a) => a.nodeId === nodeId && (!cluster || a.clusterId === cluster) && test(a));
-      const nodes = r.model
-        .values("node")
-        .filter(
-          (n) =>
-            (!cluster || n.memberships.some((m) => m.clusterId === cluster)) &&
-            (!req.state || n.state === req.state) &&
-            (!req.role || holds(n.id, (a) => a.role === req.role)) &&
-            (!req.organizationId || holds(n.id, (a) => a.organizationId === req.organizationId)) &&
-            (!req.nodeGroupId || n.memberships.some((m) => m.nodeGroupId === req.nodeGroupId)),
-        );
+      const nodes = r.model.values("node").filter(
+        (n) =>
+          (!cluster || n.memberships.some((m) => m.clusterId === cluster)) &&
+          (!req.state || n.state === req.state) &&
+          (!req.role || holds(n.id, (a) => a.role === req.role)) &&
+          (!req.organizationId || holds(n.id, (a) => a.organizationId === req.organizationId)) &&
+          // A group is one cluster's: a cluster-admin's filter matches only memberships of its own.
+          (!req.nodeGroupId ||
+            n.memberships.some(
+              (m) => m.nodeGroupId === req.nodeGroupId && (!cluster || m.clusterId === cluster),
+            )),
+      );
       const key = (n: Node) => [n.name];
       const scope = `ListNodes|${cluster}|${req.organizationId}|${req.state}|${req.role}|${req.nodeGroupId}`;
       const page = pageOf(sortByPosition(nodes, key), key, req, scope);
-      return { nodes: page.items.map((n) => nodeView(n, cluster)), nextPageToken: page.nextPageToken };
+      return { nodes: page.items.map((n) => nodeView(r, n, cluster)), nextPageToken: page.nextPageToken };
     },
 
     async revokeNode(req, ctx) {
@@ -114,7 +141,12 @@ export function nodeHandlers(
           targetId: req.nodeId,
           outcome: "failed",
           details: { error: Code[cause.code] ?? "unknown", reason: cause.rawMessage },
-        }).catch(() => {});
+        }).catch((auditErr: unknown) =>
+          r.logger.warn(
+            { err: (auditErr as Error).message, nodeId: req.nodeId },
+            "could not audit a failed certificate revocation",
+          ),
+        );
         const message = `node "${req.nodeId}" is banned in the registry, but the CA did not revoke its certificates (${cause.rawMessage}); call RevokeNode again`;
         throw [Code.Unavailable, Code.DeadlineExceeded, Code.Canceled, Code.Unknown].includes(cause.code)
           ? unavailable(message)

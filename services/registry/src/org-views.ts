@@ -1,7 +1,15 @@
 import { createHmac } from "node:crypto";
 import { create } from "@bufbuild/protobuf";
 import { timestampDate } from "@bufbuild/protobuf/wkt";
-import { invalidArgument, notFound, pageOf, sortByPosition, type Principal } from "@fabric/platform";
+import {
+  callerOf,
+  invalidArgument,
+  notFound,
+  pageOf,
+  sortByPosition,
+  viewOrganization,
+  type Principal,
+} from "@fabric/platform";
 import { WorkloadState } from "@fabric/proto/fabric/common/v1/workload_pb.js";
 import type { EgressPool } from "@fabric/proto/fabric/registry/v1/egress_pb.js";
 import { MembershipState, NodeState, type Node } from "@fabric/proto/fabric/registry/v1/inventory_pb.js";
@@ -16,9 +24,9 @@ import {
 } from "@fabric/proto/fabric/registry/v1/org_view_pb.js";
 import { NodeHealth } from "@fabric/proto/fabric/registry/v1/session_pb.js";
 import type { Workload } from "@fabric/proto/fabric/registry/v1/workload_pb.js";
-import { callerOf, viewOrganization } from "./access.js";
 import type { Handlers, Registry } from "./context.js";
 import { ts } from "./convert.js";
+import { nodeView } from "./nodes.js";
 
 /**
  * Organization views: what an organization's admins may know, computed from the model into the Org*
@@ -31,14 +39,16 @@ import { ts } from "./convert.js";
 const ENTRY_ROLE = "entry-node";
 
 function organizationOf(r: Registry, caller: Principal, requested: string): string {
-  const id = viewOrganization(caller, requested);
+  // The enrollment service (the only one the table admits) names the organization of the admin it acts for.
+  const id = caller.kind === "service" ? requested : viewOrganization(caller, requested);
   if (!id) throw invalidArgument("organization_id is required");
   if (!r.model.get("organization", id)) throw notFound(`organization "${id}" does not exist`);
   return id;
 }
 
-/** Safe status of one node: availability only. */
-function nodeStatus(node: Node | undefined, clusterId: string): OrgStatus {
+/** Safe status of one node in one cluster (as its membership there reports it): availability only. */
+function nodeStatus(r: Registry, found: Node | undefined, clusterId: string): OrgStatus {
+  const node = found && nodeView(r, found, clusterId);
   const membership = node?.memberships.find((m) => m.clusterId === clusterId);
   if (!node || node.state !== NodeState.ACTIVE || membership?.state !== MembershipState.ACTIVE)
     return OrgStatus.UNAVAILABLE;
@@ -98,7 +108,8 @@ function computeView(r: Registry, org: string): OrgView {
   const entryPoints: OrgEntryPoint[] = [];
   for (const clusterId of clusters) {
     const cluster = r.model.get("cluster", clusterId);
-    for (const node of holders(r, clusterId, ENTRY_ROLE, org)) {
+    for (const holder of holders(r, clusterId, ENTRY_ROLE, org)) {
+      const node = nodeView(r, holder, clusterId);
       const reported = node.lastHeartbeat?.addresses ?? [];
       const addresses = reported.length > 0 ? reported : (node.facts?.addresses ?? []);
       for (const address of addresses) {
@@ -108,7 +119,7 @@ function computeView(r: Registry, org: string): OrgView {
             clusterId,
             address,
             region: node.facts?.region || cluster?.region || "",
-            status: nodeStatus(node, clusterId),
+            status: nodeStatus(r, holder, clusterId),
           }),
         );
       }
@@ -121,7 +132,7 @@ function computeView(r: Registry, org: string): OrgView {
       clusterId: p.clusterId,
       name: p.name,
       description: p.description,
-      status: aggregate(p.members.map((m) => nodeStatus(r.model.get("node", m.nodeId), p.clusterId))),
+      status: aggregate(p.members.map((m) => nodeStatus(r, r.model.get("node", m.nodeId), p.clusterId))),
     }),
   );
 

@@ -3,8 +3,8 @@ import type { RegistryService } from "@fabric/proto/fabric/registry/v1/registry_
 
 /**
  * Who may call each registry RPC (the proto's "Callable by"). The table admits a kind of caller; the
- * handlers then narrow admins to their cluster or organization (access.ts). Org-admins reach only the
- * organization views, their own organization and its audit: every other RPC refuses them here.
+ * handlers then narrow admins to their cluster or organization (platform scope.ts, tenancy.ts). Org-admins
+ * reach only the organization views, their own organization and its audit: every other RPC refuses them.
  */
 const PLATFORM: Rule = { adminRoles: ["platform-admin"] };
 const CLUSTER: Rule = { adminRoles: ["platform-admin", "cluster-admin"] };
@@ -22,7 +22,8 @@ export const REGISTRY_POLICY: Policy<typeof RegistryService> = {
   deleteNodeGroup: CLUSTER,
   setNodeGroup: CLUSTER,
   registerNode: { services: ["enrollment"] },
-  getNode: CLUSTER,
+  // enrollment: to check that an approval attaching a host to an existing node stays in the approver's scope.
+  getNode: { adminRoles: ["platform-admin", "cluster-admin"], services: ["enrollment"] },
   listNodes: CLUSTER,
   revokeNode: PLATFORM,
   listMemberships: CLUSTER,
@@ -45,7 +46,8 @@ export const REGISTRY_POLICY: Policy<typeof RegistryService> = {
   removeEgressPoolMember: CLUSTER,
   listAudit: { adminRoles: ["platform-admin", "cluster-admin", "org-admin"] },
   verifyAudit: PLATFORM,
-  getOrgOverview: ORG_VIEW,
+  // enrollment: to check that an org-admin's developer defaults to a cluster serving its organization.
+  getOrgOverview: { adminRoles: ["platform-admin", "org-admin"], services: ["enrollment"] },
   listOrgEntryPoints: ORG_VIEW,
   listOrgEgressPoints: ORG_VIEW,
   listOrgWorkloads: ORG_VIEW,

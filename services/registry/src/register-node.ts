@@ -1,10 +1,29 @@
 import { create, toBinary } from "@bufbuild/protobuf";
 import { timestampDate } from "@bufbuild/protobuf/wkt";
-import { failedPrecondition, invalidArgument, notFound, type Tx } from "@fabric/platform";
-import { NodeFactsSchema, type NodeFacts } from "@fabric/proto/fabric/common/v1/common_pb.js";
-import { callerOf } from "./access.js";
+import { Code, ConnectError } from "@connectrpc/connect";
+import {
+  callerOf,
+  failedPrecondition,
+  invalidArgument,
+  isAdminRole,
+  notFound,
+  parseSpiffeId,
+  permissionDenied,
+  requireClusters,
+  unavailable,
+  type Principal,
+  type Tx,
+} from "@fabric/platform";
+import { CertificateStatus, type CertificateInfo } from "@fabric/proto/fabric/ca/v1/ca_pb.js";
+import {
+  NodeFactsSchema,
+  PrincipalKind,
+  type NodeFacts,
+  type Principal as PrincipalRef,
+} from "@fabric/proto/fabric/common/v1/common_pb.js";
 import type { Handlers, Registry } from "./context.js";
 import { kindName } from "./convert.js";
+import { membershipHostKey } from "./entities.js";
 import { mutate, type Mutation } from "./mutations.js";
 import { labels, newId, principalId, required, shown, slug, text } from "./validation.js";
 
@@ -16,6 +35,11 @@ const SERIAL = /^[0-9a-f]{1,64}$/;
  * an existing one joining another cluster), its membership in the cluster and its granted roles. One
  * transaction keyed by the join request: a retry, even after a crash mid-call, finds the registration and
  * returns it, so exactly one node and one membership come out of a join request.
+ *
+ * What the join reported (facts, capabilities) and the certificate are stored on this cluster's
+ * membership only: a join never changes what the node's memberships in other clusters hold. Attaching an
+ * existing node is checked here as well as in enrollment: its approver must administer every cluster the
+ * node is in, by the grants the CA has on record for the approver.
  */
 export function registerNodeHandlers(r: Registry): Handlers<"registerNode"> {
   return {
@@ -40,6 +64,8 @@ export function registerNodeHandlers(r: Registry): Handlers<"registerNode"> {
         for (const role of roles) slug("granted_roles", role);
         const serial = req.certificateSerial.toLowerCase().replaceAll(":", "");
         if (serial && !SERIAL.test(serial)) throw invalidArgument("certificate_serial must be hex");
+        text("node_name", req.nodeName, 253);
+        if (req.approvedBy?.id) principalId("approved_by.id", req.approvedBy.id);
         const facts = checkedFacts(req.facts);
 
         // Serializes retries of this join request, and concurrent joins of the same node id.
@@ -81,17 +107,20 @@ export function registerNodeHandlers(r: Registry): Handlers<"registerNode"> {
             w.tx,
             req.nodeId,
             req.nodeName || facts.hostname || req.nodeId,
-            factsBytes,
-            capabilities,
+            req.clusterId,
           );
           w.audit({
             details: { join_request_id: req.joinRequestId, approved_by: approvedBy, name, created: "true" },
           });
         } else {
-          await w.tx.query("UPDATE nodes SET facts = $2, capabilities = $3 WHERE id = $1", [
-            req.nodeId,
-            factsBytes,
-            capabilities,
+          // The host already exists: the join adds to (or renews) this cluster's membership only, and
+          // only an approver whose scope covers every cluster the node is in may do that.
+          const clusters = await w.tx.query<{ cluster_id: string }>(
+            "SELECT cluster_id FROM memberships WHERE node_id = $1 ORDER BY cluster_id",
+            [req.nodeId],
+          );
+          await requireAttachingApprover(r, req.approvedBy, req.nodeId, [
+            ...new Set([...clusters.rows.map((row) => row.cluster_id), req.clusterId]),
           ]);
           w.audit({
             details: { join_request_id: req.joinRequestId, approved_by: approvedBy, created: "false" },
@@ -111,8 +140,9 @@ export function registerNodeHandlers(r: Registry): Handlers<"registerNode"> {
           }
           membershipId = existing.rows[0].id;
           await w.tx.query(
-            "UPDATE memberships SET certificate_serial = $2, certificate_not_after = $3 WHERE id = $1",
-            [membershipId, serial, notAfter],
+            `UPDATE memberships SET certificate_serial = $2, certificate_not_after = $3, facts = $4, capabilities = $5
+             WHERE id = $1`,
+            [membershipId, serial, notAfter, factsBytes, capabilities],
           );
           w.audit({
             action: "membership.renew",
@@ -123,9 +153,10 @@ export function registerNodeHandlers(r: Registry): Handlers<"registerNode"> {
         } else {
           membershipId = newId("m");
           await w.tx.query(
-            `INSERT INTO memberships (id, node_id, cluster_id, state, certificate_serial, certificate_not_after)
-             VALUES ($1, $2, $3, 'active', $4, $5)`,
-            [membershipId, req.nodeId, req.clusterId, serial, notAfter],
+            `INSERT INTO memberships (id, node_id, cluster_id, state, certificate_serial, certificate_not_after, facts,
+               capabilities)
+             VALUES ($1, $2, $3, 'active', $4, $5, $6, $7)`,
+            [membershipId, req.nodeId, req.clusterId, serial, notAfter, factsBytes, capabilities],
           );
           w.audit({
             action: "membership.create",
@@ -153,20 +184,18 @@ export function registerNodeHandlers(r: Registry): Handlers<"registerNode"> {
         );
         w.changes.touch("node", req.nodeId);
         w.changes.touch("membership", membershipId);
+        w.changes.touch("membership_host", membershipHostKey(req.nodeId, req.clusterId));
         return { nodeId: req.nodeId, membershipId, created };
       });
     },
   };
 }
 
-/** Inserts the node under its requested name made valid, with a numeric suffix when taken. */
-async function insertNode(
-  tx: Tx,
-  id: string,
-  wanted: string,
-  facts: Buffer,
-  capabilities: string[],
-): Promise<string> {
+/**
+ * Inserts the node under its requested name made valid, with a numeric suffix when taken; the cluster it
+ * is created in is its home.
+ */
+async function insertNode(tx: Tx, id: string, wanted: string, homeClusterId: string): Promise<string> {
   let base = wanted
     .toLowerCase()
     .replace(/[^a-z0-9-]+/g, "-")
@@ -176,8 +205,8 @@ async function insertNode(
   for (let n = 1; ; n++) {
     const name = n === 1 ? base : `${base}-${n}`;
     const res = await tx.query(
-      `INSERT INTO nodes (id, name, facts, capabilities) VALUES ($1, $2, $3, $4) ON CONFLICT (name) DO NOTHING`,
-      [id, name, facts, capabilities],
+      `INSERT INTO nodes (id, name, home_cluster_id) VALUES ($1, $2, $3) ON CONFLICT (name) DO NOTHING`,
+      [id, name, homeClusterId],
     );
     if (res.rowCount === 1) return name;
   }
@@ -219,6 +248,88 @@ function checkedFacts(facts: NodeFacts | undefined): NodeFacts {
   if (f.addresses.length > 32 || f.addresses.some((a) => a.length > 261)) {
     throw invalidArgument("facts.addresses may hold at most 32 host:port entries");
   }
+  f.addresses.forEach((a, i) => text(`facts.addresses[${i}]`, a, 261));
   labels("facts.labels", f.labels);
   return f;
+}
+
+// The CA could not answer now: enrollment retries the registration later.
+const TRANSIENT = new Set([Code.Unavailable, Code.DeadlineExceeded, Code.Canceled, Code.Unknown]);
+
+/**
+ * Refuses to attach existing node `nodeId` unless the approver is an admin holding an active certificate
+ * whose scope covers every one of `clusters` (the node's and the joined one). The approver's grants come
+ * from the CA's inventory, not from enrollment's word: a join approved by a cluster-admin of one cluster
+ * cannot take over a node of another, even if enrollment failed to check.
+ */
+async function requireAttachingApprover(
+  r: Registry,
+  approvedBy: PrincipalRef | undefined,
+  nodeId: string,
+  clusters: string[],
+): Promise<void> {
+  const what = `existing node "${nodeId}" (clusters ${clusters.join(", ")})`;
+  if (approvedBy?.kind !== PrincipalKind.ADMIN || !approvedBy.id) {
+    throw permissionDenied(
+      `only an admin's approval may attach ${what}; this join was approved by ${approvedBy?.id ? `${kindName(approvedBy.kind)} "${approvedBy.id}"` : "no admin"}`,
+    );
+  }
+  let certificates: CertificateInfo[];
+  try {
+    const res = await r.ca.listCertificates({
+      principalKind: PrincipalKind.ADMIN,
+      principalId: approvedBy.id,
+      status: CertificateStatus.ACTIVE,
+      pageSize: 1000,
+    });
+    certificates = res.certificates;
+  } catch (err) {
+    const cause = ConnectError.from(err);
+    if (TRANSIENT.has(cause.code)) {
+      throw unavailable(`the CA could not confirm the approver's grants now (${cause.rawMessage}); retry`);
+    }
+    throw permissionDenied(
+      `the CA did not confirm the grants of approver "${approvedBy.id}": ${cause.rawMessage}`,
+    );
+  }
+  const covers = (p: Principal) => {
+    try {
+      requireClusters(p, clusters, what);
+      return true;
+    } catch {
+      return false;
+    }
+  };
+  if (!certificates.map(adminPrincipal).some((p) => p !== undefined && covers(p))) {
+    throw permissionDenied(
+      `admin "${approvedBy.id}" holds no certificate administering every cluster of ${what}; a platform-admin must approve attaching it`,
+    );
+  }
+}
+
+/** The admin principal an active admin certificate on the CA's record stands for. */
+function adminPrincipal(c: CertificateInfo): Principal | undefined {
+  const role = c.grants[0];
+  if (c.principalKind !== PrincipalKind.ADMIN || !role || !isAdminRole(role)) return undefined;
+  let trustDomain: string;
+  try {
+    trustDomain = parseSpiffeId(c.spiffeId).trustDomain;
+  } catch {
+    return undefined; // not a certificate this fabric issued to an admin
+  }
+  const principal: Principal = {
+    kind: "admin",
+    id: c.principalId,
+    spiffeId: c.spiffeId,
+    trustDomain,
+    adminRole: role,
+    grant: role,
+    serialHex: c.serial,
+    notBefore: c.notBefore ? timestampDate(c.notBefore) : new Date(0),
+    notAfter: c.notAfter ? timestampDate(c.notAfter) : new Date(0),
+    fingerprintSha256: c.fingerprintSha256,
+  };
+  if (c.clusterId) principal.cluster = c.clusterId;
+  if (c.organizationId) principal.organization = c.organizationId;
+  return principal;
 }

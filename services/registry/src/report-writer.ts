@@ -21,6 +21,11 @@ export interface Report {
   seq: bigint;
   receivedAt: Date;
   payload: Exclude<SessionRequest["payload"], { case: undefined }>;
+  /**
+   * Why the Session refused the report's content (e.g. the status of a workload not placed on the node):
+   * it is acknowledged in its turn and counted, but nothing of it is written.
+   */
+  refused?: string;
 }
 
 export interface ReportWriterOptions {
@@ -61,6 +66,7 @@ export class ReportWriter {
   private readonly batchSize: Histogram;
   private readonly flushSeconds: Histogram;
   private readonly written: Counter;
+  private readonly refused: Counter;
 
   constructor(private readonly options: ReportWriterOptions) {
     this.batchSize = new Histogram({
@@ -79,6 +85,12 @@ export class ReportWriter {
       name: "fabric_registry_reports_total",
       help: "Session reports durably written, by kind.",
       labelNames: ["kind"],
+      registers: [options.metrics],
+    });
+    this.refused = new Counter({
+      name: "fabric_registry_reports_refused_total",
+      help: "Session reports acknowledged but not written because they reached outside the node's placement, by kind and reason.",
+      labelNames: ["kind", "reason"],
       registers: [options.metrics],
     });
   }
@@ -107,12 +119,19 @@ export class ReportWriter {
     try {
       while (this.queue.length > 0) {
         const batch = this.queue.splice(0, this.options.maxBatch);
+        const accepted = batch.filter((p) => p.report.refused === undefined);
         const started = process.hrtime.bigint();
         try {
-          await this.writeRetrying(batch.map((p) => p.report));
-          this.batchSize.observe(batch.length);
-          this.flushSeconds.observe(Number(process.hrtime.bigint() - started) / 1e9);
-          for (const p of batch) this.written.inc({ kind: p.report.payload.case });
+          // Refused reports ride in the queue only so their acknowledgement keeps its place in order.
+          if (accepted.length > 0) {
+            await this.writeRetrying(accepted.map((p) => p.report));
+            this.batchSize.observe(accepted.length);
+            this.flushSeconds.observe(Number(process.hrtime.bigint() - started) / 1e9);
+          }
+          for (const { report } of batch) {
+            if (report.refused === undefined) this.written.inc({ kind: report.payload.case });
+            else this.refused.inc({ kind: report.payload.case, reason: report.refused });
+          }
           for (const p of batch) p.done();
         } catch (err) {
           this.options.logger.warn(
@@ -152,12 +171,13 @@ export class ReportWriter {
         if (!isEntityKind(row.kind)) continue;
         changes.touch(row.kind, row.key);
         if (row.came_online) {
+          const nodeId = row.key.split("/")[0]!;
           tx.audit({
-            actorId: row.key,
+            actorId: nodeId,
             actorKind: "node",
             action: "node.online",
             targetType: "node",
-            targetId: row.key,
+            targetId: nodeId,
             clusterId: row.cluster_id,
             outcome: "success",
           });
@@ -176,8 +196,8 @@ export class ReportWriter {
  * than the coalescing interval; the final SELECT names the entities to capture in the feed.
  *
  *   $1-$7   the log: receive time (ms), node, cluster, seq, kind, payload length, payloads concatenated
- *   $8-$15  heartbeats, last per node: node, health, heartbeat length, agent version, snapshot version,
- *           addresses (JSON; empty = unchanged), cluster, heartbeats concatenated
+ *   $8-$15  heartbeats, last per node and cluster: node, health, heartbeat length, agent version, snapshot
+ *           version, addresses (JSON; empty = unchanged), cluster, heartbeats concatenated
  *   $16-$17 every (node, cluster) that reported: memberships' last_seen_at
  *   $18-$26 workload status, last per workload and node
  *   $27-$37 probes folded per pair: decay and addend of the smoothed latency and loss, their first
@@ -198,22 +218,29 @@ hb_in AS (
   FROM unnest($8::text[], $9::smallint[], $10::int[], $11::text[], $12::bigint[], $13::text[], $14::text[])
     WITH ORDINALITY AS u(id, health, len, agent, snap, addrs, cluster_id, i)
 ),
-hb_old AS (SELECT * FROM node_status WHERE node_id = ANY($8) ORDER BY node_id FOR UPDATE),
+-- A heartbeat is the state of the node's membership in the cluster of its certificate: one row per node
+-- and cluster. Only the home cluster's row also changes the node entity (the host picture of the router).
+hb_old AS (
+  SELECT s.* FROM node_status s JOIN hb_in u ON s.node_id = u.id AND s.cluster_id = u.cluster_id
+  ORDER BY s.node_id, s.cluster_id FOR UPDATE OF s
+),
 hb_new AS (
   SELECT n.id, n.health, n.heartbeat, n.agent, n.snap, n.cluster_id, o.online AS was_online,
          CASE WHEN cardinality(n.addresses) > 0 OR o.node_id IS NULL THEN n.addresses ELSE o.addresses END AS addresses,
          o.node_id IS NULL OR NOT o.online OR o.health <> n.health OR o.agent_version <> n.agent
            OR o.snapshot_version <> n.snap OR (cardinality(n.addresses) > 0 AND o.addresses <> n.addresses)
            OR o.emitted_at <= now() - $38 * interval '1 millisecond' AS emit,
-         o.emitted_at
-  FROM hb_in n LEFT JOIN hb_old o ON o.node_id = n.id
+         o.emitted_at, nd.home_cluster_id IS NOT DISTINCT FROM n.cluster_id AS home
+  FROM hb_in n LEFT JOIN hb_old o ON o.node_id = n.id AND o.cluster_id = n.cluster_id
+  LEFT JOIN nodes nd ON nd.id = n.id
 ),
 hb AS (
-  INSERT INTO node_status (node_id, online, health, heartbeat, addresses, agent_version, snapshot_version,
-                           last_heartbeat_at, emitted_at)
-  SELECT id, true, health, heartbeat, addresses, agent, snap, now(), CASE WHEN emit THEN now() ELSE emitted_at END
+  INSERT INTO node_status (node_id, cluster_id, online, health, heartbeat, addresses, agent_version,
+                           snapshot_version, last_heartbeat_at, emitted_at)
+  SELECT id, cluster_id, true, health, heartbeat, addresses, agent, snap, now(),
+         CASE WHEN emit THEN now() ELSE emitted_at END
   FROM hb_new
-  ON CONFLICT (node_id) DO UPDATE SET online = true, health = excluded.health, heartbeat = excluded.heartbeat,
+  ON CONFLICT (node_id, cluster_id) DO UPDATE SET online = true, health = excluded.health, heartbeat = excluded.heartbeat,
     addresses = excluded.addresses, agent_version = excluded.agent_version,
     snapshot_version = excluded.snapshot_version, last_heartbeat_at = excluded.last_heartbeat_at,
     emitted_at = excluded.emitted_at
@@ -222,7 +249,7 @@ seen AS (
   UPDATE memberships SET last_seen_at = now()
   WHERE id IN (SELECT m.id FROM memberships m JOIN unnest($16::text[], $17::text[]) AS u(node_id, cluster_id)
                  ON m.node_id = u.node_id AND m.cluster_id = u.cluster_id ORDER BY m.id FOR UPDATE OF m)
-  RETURNING id, node_id
+  RETURNING id, node_id, cluster_id
 ),
 ws_in AS (
   -- Only workloads of the reporting node's cluster get a status row; others are only logged.
@@ -281,9 +308,13 @@ pr AS (
     updated_at = excluded.updated_at, emitted_at = excluded.emitted_at
   RETURNING cluster_id, from_node_id, to_node_id, emitted_at
 )
-SELECT 'node' AS kind, id AS key, was_online IS NOT TRUE AS came_online, cluster_id FROM hb_new WHERE emit
+SELECT 'membership_host' AS kind, id || '/' || cluster_id AS key, was_online IS NOT TRUE AS came_online, cluster_id
+FROM hb_new WHERE emit
 UNION ALL
-SELECT 'membership', s.id, false, '' FROM seen s JOIN hb_new h ON h.id = s.node_id AND h.emit
+SELECT 'node', id, false, '' FROM hb_new WHERE emit AND home
+UNION ALL
+SELECT 'membership', s.id, false, '' FROM seen s
+  JOIN hb_new h ON h.id = s.node_id AND h.cluster_id = s.cluster_id AND h.emit
 UNION ALL
 SELECT 'workload_status', workload_id || '/' || node_id, false, '' FROM ws WHERE emitted_at = now()
 UNION ALL
@@ -346,7 +377,7 @@ function concat(parts: Uint8Array[]): Buffer {
 
 function batchParams(batch: Report[], coalesceMs: number): unknown[] {
   const payloads = batch.map(encode);
-  const heartbeats = lastBy<Heartbeat>(batch, "heartbeat", (r) => r.nodeId);
+  const heartbeats = lastBy<Heartbeat>(batch, "heartbeat", (r) => `${r.nodeId}/${r.clusterId}`);
   const heartbeatBytes = heartbeats.map((h) => toBinary(HeartbeatSchema, h.v));
   const seen = [...new Map(batch.map((r) => [`${r.nodeId}/${r.clusterId}`, r])).values()];
   const statuses = lastBy<WorkloadStatusReport>(batch, "workloadStatus", (r, v) =>

@@ -1,18 +1,21 @@
 import {
   alreadyExists,
+  callerOf,
   failedPrecondition,
   invalidArgument,
+  listCluster,
   notFound,
   pageOf,
+  requireCluster,
   sortByPosition,
 } from "@fabric/platform";
 import type { RoleAssignment } from "@fabric/proto/fabric/registry/v1/inventory_pb.js";
-import { callerOf, listCluster, requireCluster } from "./access.js";
 import type { ChangeSet } from "./changes.js";
 import type { Handlers, Registry } from "./context.js";
 import { LOADERS } from "./loaders.js";
 import { mutate, written, type Mutation } from "./mutations.js";
 import type { Sql } from "./sql.js";
+import { memberIn, requireBindableOrganizations } from "./tenancy.js";
 import { newId, principalId, required, shown, slug, text } from "./validation.js";
 
 const CAPABILITY = /^can_[a-z0-9_]{1,60}$/;
@@ -38,7 +41,7 @@ export function roleHandlers(
       const m = { caller: callerOf(ctx), action: "role.create", targetType: "role", targetId: req.name };
       await mutate(r, m, async (w) => {
         slug("name", req.name);
-        text("description", req.description, 1024);
+        text("description", req.description, 1024, { multiline: true });
         const capabilities = [...new Set(req.requiredCapabilities)];
         if (capabilities.length > 32)
           throw invalidArgument("required_capabilities may list at most 32 capabilities");
@@ -82,32 +85,30 @@ export function roleHandlers(
       const id = await mutate(r, m, async (w) => {
         principalId("node_id", req.nodeId);
         required("cluster_id", req.clusterId);
-        requireCluster(m.caller, req.clusterId);
         required("role", req.role);
+        const membership = await memberIn(w.tx, m.caller, req.nodeId, req.clusterId, "SHARE");
+        await requireBindableOrganizations(
+          w.tx,
+          m.caller,
+          req.clusterId,
+          [req.organizationId].filter(Boolean),
+        );
         if (req.organizationId) {
           const org = await w.tx.query("SELECT 1 FROM organizations WHERE id = $1", [req.organizationId]);
           if (org.rowCount === 0) throw notFound(`organization "${req.organizationId}" does not exist`);
         }
-        const node = await w.tx.query("SELECT state, capabilities FROM nodes WHERE id = $1 FOR SHARE", [
-          req.nodeId,
-        ]);
-        if (node.rowCount === 0) throw notFound(`node "${req.nodeId}" does not exist`);
-        if (node.rows[0].state !== "active") throw failedPrecondition(`node "${req.nodeId}" is revoked`);
-        const membership = await w.tx.query(
-          "SELECT state FROM memberships WHERE node_id = $1 AND cluster_id = $2 FOR SHARE",
-          [req.nodeId, req.clusterId],
-        );
-        if (membership.rowCount === 0) {
+        if (!membership) {
           throw failedPrecondition(`node "${req.nodeId}" is not a member of cluster "${req.clusterId}"`);
         }
-        if (membership.rows[0].state !== "active") {
+        if (membership.state !== "active") {
           throw failedPrecondition(
-            `node "${req.nodeId}"'s membership in cluster "${req.clusterId}" is ${membership.rows[0].state}; enable it first`,
+            `node "${req.nodeId}"'s membership in cluster "${req.clusterId}" is ${membership.state}; ${membership.state === "revoked" ? "the node is revoked" : "enable it first"}`,
           );
         }
         const role = await w.tx.query("SELECT required_capabilities FROM roles WHERE name = $1", [req.role]);
         if (role.rowCount === 0) throw notFound(`role "${req.role}" is not in the catalog (see ListRoles)`);
-        const reported = new Set(node.rows[0].capabilities as string[]);
+        // What the node reported when it joined this cluster: a join elsewhere does not count here.
+        const reported = new Set(membership.capabilities);
         const missing = (role.rows[0].required_capabilities as string[]).filter((c) => !reported.has(c));
         if (missing.length > 0) {
           throw failedPrecondition(

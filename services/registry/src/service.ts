@@ -3,7 +3,6 @@ import { z } from "zod";
 import { ConfigError, serve, setting, type ServiceDefinition } from "@fabric/platform";
 import { CaService } from "@fabric/proto/fabric/ca/v1/ca_pb.js";
 import { RegistryService } from "@fabric/proto/fabric/registry/v1/registry_pb.js";
-import { auditHandlers } from "./audit-log.js";
 import { ChangeFeed } from "./change-feed.js";
 import { clusterHandlers } from "./clusters.js";
 import type { Registry } from "./context.js";
@@ -110,7 +109,7 @@ export const registryService: ServiceDefinition<typeof registrySettings> = {
             ...roleHandlers(r),
             ...workloadHandlers(r),
             ...egressPoolHandlers(r),
-            ...auditHandlers(r),
+            ...ctx.audit,
             ...orgViewHandlers(r),
             ...sessionHandlers(r),
             ...watchChangesHandlers(r),

@@ -2,8 +2,10 @@ import { create } from "@bufbuild/protobuf";
 import type { HandlerContext } from "@connectrpc/connect";
 import {
   FabricError,
+  callerOf,
   failedPrecondition,
   invalidArgument,
+  refusalAuditorFor,
   requestTimestamp,
   isValidPrincipalId,
   permissionDenied,
@@ -18,16 +20,19 @@ import {
   type SessionResponse,
 } from "@fabric/proto/fabric/registry/v1/registry_pb.js";
 import { DirectiveKind, NodeHealth } from "@fabric/proto/fabric/registry/v1/session_pb.js";
-import { callerOf } from "./access.js";
+import type { Workload } from "@fabric/proto/fabric/registry/v1/workload_pb.js";
 import type { Handlers, Registry } from "./context.js";
 import { mutate } from "./mutations.js";
 import { AsyncQueue } from "./queue.js";
 import type { Report } from "./report-writer.js";
 import { directive, type LiveSession } from "./session-hub.js";
+import { slug, text } from "./validation.js";
 
 // Reports a session may have in flight before it stops reading (HTTP/2 flow control then slows the agent).
 const MAX_IN_FLIGHT = 2_000;
 const HOST_PORT = /^[^\s]{1,255}:\d{1,5}$/;
+// Refused reports a session audits (one event per reason and target); past this, they are only counted.
+const MAX_AUDITED_REFUSALS = 16;
 
 const ack = (seq: bigint): SessionResponse =>
   create(SessionResponseSchema, { payload: { case: "ack", value: { ackedSeq: seq } } });
@@ -39,6 +44,9 @@ const ack = (seq: bigint): SessionResponse =>
  * Directives (RENEW_NOW, DRAIN, SHUTDOWN) arrive on the same stream.
  */
 export function sessionHandlers(r: Registry): Handlers<"session"> {
+  // Certificates are recorded one at a time: after a restart every agent reconnects at once, and a
+  // transaction each would take the connections the report writer needs.
+  let recording = Promise.resolve();
   return {
     async *session(requests, ctx) {
       const caller = callerOf(ctx);
@@ -75,9 +83,6 @@ export function sessionHandlers(r: Registry): Handlers<"session"> {
         end: (error) => (error ? out.fail(error) : out.end()),
       };
       r.sessions.add(live);
-      if (serialOf(membership.certificateSerial) !== serialOf(caller.serialHex)) {
-        void recordCertificate(r, caller, membership.id);
-      }
       if (renewalOverdue(caller)) {
         live.send(
           directive(
@@ -86,7 +91,12 @@ export function sessionHandlers(r: Registry): Handlers<"session"> {
           ),
         );
       }
-      const reading = readReports(r, caller, clusterId, requests, out, ctx);
+      // Recorded with the first report the session accepts: a session refused at once changes nothing.
+      const certificateCurrent = serialOf(membership.certificateSerial) === serialOf(caller.serialHex);
+      const onAccepted = certificateCurrent
+        ? undefined
+        : () => void (recording = recording.then(() => recordCertificate(r, caller, membership.id)));
+      const reading = readReports(r, caller, clusterId, requests, out, ctx, onAccepted);
       try {
         yield* out;
       } finally {
@@ -99,8 +109,10 @@ export function sessionHandlers(r: Registry): Handlers<"session"> {
 
 /**
  * Reads the node's reports in order, hands each to the writer, and acknowledges the highest sequence
- * number whose batch committed (once per batch, not per report). Ends the session on a malformed or
- * out-of-scope report, or when the database cannot take reports (the agent resends what was not acked).
+ * number whose batch committed (once per batch, not per report). Ends the session on a malformed report,
+ * one about another cluster, or when the database cannot take reports (the agent resends what was not
+ * acked). A report about a workload not placed on the node, or a peer that is no member of the cluster,
+ * is acknowledged but not recorded (see checkReport); the first of each kind per target is audited.
  */
 function readReports(
   r: Registry,
@@ -109,6 +121,7 @@ function readReports(
   requests: AsyncIterable<SessionRequest>,
   out: AsyncQueue<SessionResponse>,
   ctx: HandlerContext,
+  onFirstAccepted: (() => void) | undefined,
 ): { stop(): void } {
   let stopped = false;
   let inFlight = 0;
@@ -127,6 +140,30 @@ function readReports(
     inFlight -= 1;
     if (inFlight <= MAX_IN_FLIGHT / 2 || inFlight === 0) drained?.();
   };
+  // Through the service's one refusal auditor: a node's refused reports never take the pool reports need.
+  const audit = (action: string, targetType: string, targetId: string, details: Record<string, string>) =>
+    refusalAuditorFor(r.pool, r.logger).record({
+      actorId: caller.id,
+      actorKind: caller.kind,
+      action,
+      targetType,
+      targetId,
+      clusterId,
+      details,
+    });
+  const audited = new Set<string>();
+  const auditRefusal = (report: Report) => {
+    const p = report.payload;
+    // Only status and probe reports are ever refused this way.
+    const [kind, targetType, target] =
+      p.case === "probe"
+        ? ["probe", "node", p.value.peerNodeId]
+        : ["workload_status", "workload", p.case === "workloadStatus" ? p.value.workloadId : ""];
+    const key = `${report.refused}/${target}`;
+    if (audited.has(key) || audited.size >= MAX_AUDITED_REFUSALS) return;
+    audited.add(key);
+    void audit(`session.${kind}`, targetType, target, { reason: report.refused!, seq: String(report.seq) });
+  };
   void (async () => {
     let expected = 1n;
     try {
@@ -139,6 +176,10 @@ function readReports(
         }
         expected += 1n;
         const report = checkReport(r, caller, clusterId, req);
+        if (report.refused === undefined) {
+          onFirstAccepted?.();
+          onFirstAccepted = undefined;
+        } else auditRefusal(report);
         inFlight += 1;
         r.reports.submit(report, (err) => {
           settled();
@@ -165,6 +206,10 @@ function readReports(
       out.end();
     } catch (err) {
       if (stopped || ctx.signal.aborted) return;
+      // A report reaching into another cluster ends the session; that refusal is audited too.
+      if (err instanceof FabricError && err.kind === "permission-denied") {
+        void audit("session.report", "node", caller.id, { reason: err.message });
+      }
       out.fail(
         err instanceof FabricError
           ? err
@@ -180,10 +225,20 @@ function readReports(
   };
 }
 
-/** Validates one report and turns it into a Report for the writer; refuses reports outside the node's scope. */
+/**
+ * Validates one report and turns it into a Report for the writer. A node reports only within its
+ * placement in the cluster of its certificate: a report about another cluster's workload ends the
+ * session (PermissionDenied: nothing legitimate sends one, workloads never change cluster), while the
+ * status of a workload not (or no longer) placed on the node, or a probe of a peer that is not (or no
+ * longer) a member of the cluster, is marked refused: acknowledged and counted, never recorded. Those two
+ * race with placement and membership changes, and ending the session for them would have the agent
+ * resend the same report forever; acknowledging them also answers exactly as for an unknown workload, so
+ * the node learns nothing about workloads outside its placement.
+ */
 function checkReport(r: Registry, caller: Principal, clusterId: string, req: SessionRequest): Report {
   const at = `seq ${req.seq}`;
   const p = req.payload;
+  let refused: string | undefined;
   switch (p.case) {
     case "heartbeat": {
       const h = p.value;
@@ -195,20 +250,18 @@ function checkReport(r: Registry, caller: Principal, clusterId: string, req: Ses
       }
       if (!(h.health in NodeHealth))
         throw invalidArgument(`${at}: heartbeat.health is not a known NodeHealth`);
-      if (h.healthMessage.length > 512)
-        throw invalidArgument(`${at}: heartbeat.health_message must be at most 512 characters`);
-      if (h.agentVersion.length > 64)
-        throw invalidArgument(`${at}: heartbeat.agent_version must be at most 64 characters`);
+      text(`${at}: heartbeat.health_message`, h.healthMessage, 512);
+      text(`${at}: heartbeat.agent_version`, h.agentVersion, 64);
       if (h.addresses.length > 32 || h.addresses.some((a) => !HOST_PORT.test(a))) {
         throw invalidArgument(`${at}: heartbeat.addresses must be at most 32 host:port entries`);
       }
+      h.addresses.forEach((a, i) => text(`${at}: heartbeat.addresses[${i}]`, a, 261));
       break;
     }
     case "workloadStatus": {
       const s = p.value;
+      slug(`${at}: workload_status.workload_id`, s.workloadId);
       const workload = r.model.get("workload", s.workloadId);
-      // A workload of another cluster is outside this session's membership; an unknown one (deleted
-      // meanwhile) is logged and otherwise ignored.
       if (workload && workload.spec?.clusterId !== clusterId) {
         throw permissionDenied(
           `${at}: workload "${s.workloadId}" is not in cluster "${clusterId}"; a node reports only for its own cluster`,
@@ -216,9 +269,9 @@ function checkReport(r: Registry, caller: Principal, clusterId: string, req: Ses
       }
       if (!(s.state in WorkloadState))
         throw invalidArgument(`${at}: workload_status.state is not a known WorkloadState`);
-      if (s.message.length > 1024)
-        throw invalidArgument(`${at}: workload_status.message must be at most 1024 characters`);
+      text(`${at}: workload_status.message`, s.message, 1024);
       if (s.stateChangedAt) requestTimestamp(s.stateChangedAt, `${at}: workload_status.state_changed_at`);
+      if (!workload || !placedOn(r, workload, caller.id, clusterId)) refused = "workload_not_placed";
       break;
     }
     case "probe": {
@@ -234,12 +287,34 @@ function checkReport(r: Registry, caller: Principal, clusterId: string, req: Ses
       ) {
         throw invalidArgument(`${at}: probe.latency must be between 0 and 60 s`);
       }
+      const peer = r.model.get("node", probe.peerNodeId);
+      if (!peer?.memberships.some((m) => m.clusterId === clusterId)) refused = "peer_not_member";
       break;
     }
     default:
       throw invalidArgument(`${at}: set one of heartbeat, workload_status or probe`);
   }
-  return { nodeId: caller.id, clusterId, seq: req.seq, receivedAt: new Date(), payload: p };
+  const report: Report = { nodeId: caller.id, clusterId, seq: req.seq, receivedAt: new Date(), payload: p };
+  if (refused) report.refused = refused;
+  return report;
+}
+
+/**
+ * Whether the workload runs on the node in the cluster: the node holds its role there for its
+ * organization (an unscoped assignment serves every organization; a platform workload accepts any), and
+ * the workload pins no nodes or pins this one. The router places workloads by the same rule.
+ */
+function placedOn(r: Registry, workload: Workload, nodeId: string, clusterId: string): boolean {
+  const spec = workload.spec;
+  if (!spec || spec.clusterId !== clusterId) return false;
+  if (spec.nodeIds.length > 0 && !spec.nodeIds.includes(nodeId)) return false;
+  return r.model
+    .assignmentsOf(clusterId, nodeId)
+    .some(
+      (a) =>
+        a.role === spec.role &&
+        (!spec.organizationId || !a.organizationId || a.organizationId === spec.organizationId),
+    );
 }
 
 const serialOf = (hex: string) => hex.toLowerCase().replace(/^0+/, "");

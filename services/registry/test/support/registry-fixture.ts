@@ -92,5 +92,6 @@ export async function startRegistry(env: Record<string, string> = {}): Promise<R
       rmSync(dir, { recursive: true, force: true });
     },
   };
+  ca.issued(fixture.admin);
   return fixture;
 }

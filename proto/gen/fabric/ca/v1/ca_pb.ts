@@ -9,6 +9,8 @@
 
 import type { GenEnum, GenFile, GenMessage, GenService } from "@bufbuild/protobuf/codegenv2";
 import { enumDesc, fileDesc, messageDesc, serviceDesc } from "@bufbuild/protobuf/codegenv2";
+import type { AuditEvent, AuditOutcome } from "../../common/v1/audit_pb.js";
+import { file_fabric_common_v1_audit } from "../../common/v1/audit_pb.js";
 import type { Principal, PrincipalKind } from "../../common/v1/common_pb.js";
 import { file_fabric_common_v1_common } from "../../common/v1/common_pb.js";
 import type { Duration, Timestamp } from "@bufbuild/protobuf/wkt";
@@ -19,7 +21,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file fabric/ca/v1/ca.proto.
  */
 export const file_fabric_ca_v1_ca: GenFile = /*@__PURE__*/
-  fileDesc("ChVmYWJyaWMvY2EvdjEvY2EucHJvdG8SDGZhYnJpYy5jYS52MSKlAgoLU2lnblJlcXVlc3QSDwoHY3NyX3BlbRgBIAEoCRI3Cg5wcmluY2lwYWxfa2luZBgCIAEoDjIfLmZhYnJpYy5jb21tb24udjEuUHJpbmNpcGFsS2luZBIUCgxwcmluY2lwYWxfaWQYAyABKAkSEgoKY2x1c3Rlcl9pZBgEIAEoCRIXCg9vcmdhbml6YXRpb25faWQYBSABKAkSDgoGZ3JhbnRzGAYgAygJEjUKEnJlcXVlc3RlZF9saWZldGltZRgHIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbhIRCglkbnNfbmFtZXMYCCADKAkSFAoMaXBfYWRkcmVzc2VzGAkgAygJEhkKEWF1dGhvcml6YXRpb25fcmVmGAogASgJIu8BCgxTaWduUmVzcG9uc2USFwoPY2VydGlmaWNhdGVfcGVtGAEgASgJEhEKCWNoYWluX3BlbRgCIAMoCRIVCg1jYV9idW5kbGVfcGVtGAMgASgJEg4KBnNlcmlhbBgEIAEoCRIuCgpub3RfYmVmb3JlGAUgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBItCglub3RfYWZ0ZXIYBiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhoKEmZpbmdlcnByaW50X3NoYTI1NhgHIAEoCRIRCglzcGlmZmVfaWQYCCABKAkisgEKDVJldm9rZVJlcXVlc3QSEAoGc2VyaWFsGAEgASgJSAASMAoJcHJpbmNpcGFsGAIgASgLMhsuZmFicmljLmNvbW1vbi52MS5QcmluY2lwYWxIABISCgpjbHVzdGVyX2lkGAMgASgJEi4KBnJlYXNvbhgEIAEoDjIeLmZhYnJpYy5jYS52MS5SZXZvY2F0aW9uUmVhc29uEg8KB2NvbW1lbnQYBSABKAlCCAoGdGFyZ2V0ImoKDlJldm9rZVJlc3BvbnNlEhcKD3Jldm9rZWRfc2VyaWFscxgBIAMoCRIuCgpyZXZva2VkX2F0GAIgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIPCgd2ZXJzaW9uGAMgASgEIhcKFUdldFRydXN0QnVuZGxlUmVxdWVzdCKnAQoWR2V0VHJ1c3RCdW5kbGVSZXNwb25zZRIVCg1jYV9idW5kbGVfcGVtGAEgASgJEhkKEWludGVybWVkaWF0ZXNfcGVtGAIgAygJEiAKGHJvb3RfZmluZ2VycHJpbnRzX3NoYTI1NhgDIAMoCRIUCgx0cnVzdF9kb21haW4YBCABKAkSEAoIY3JsX3VybHMYBSADKAkSEQoJb2NzcF91cmxzGAYgAygJIu0BChdMaXN0Q2VydGlmaWNhdGVzUmVxdWVzdBIUCgxwcmluY2lwYWxfaWQYASABKAkSNwoOcHJpbmNpcGFsX2tpbmQYAiABKA4yHy5mYWJyaWMuY29tbW9uLnYxLlByaW5jaXBhbEtpbmQSEgoKY2x1c3Rlcl9pZBgDIAEoCRIXCg9vcmdhbml6YXRpb25faWQYBCABKAkSLwoGc3RhdHVzGAUgASgOMh8uZmFicmljLmNhLnYxLkNlcnRpZmljYXRlU3RhdHVzEhEKCXBhZ2Vfc2l6ZRgGIAEoBRISCgpwYWdlX3Rva2VuGAcgASgJImgKGExpc3RDZXJ0aWZpY2F0ZXNSZXNwb25zZRIzCgxjZXJ0aWZpY2F0ZXMYASADKAsyHS5mYWJyaWMuY2EudjEuQ2VydGlmaWNhdGVJbmZvEhcKD25leHRfcGFnZV90b2tlbhgCIAEoCSLyAwoPQ2VydGlmaWNhdGVJbmZvEg4KBnNlcmlhbBgBIAEoCRI3Cg5wcmluY2lwYWxfa2luZBgCIAEoDjIfLmZhYnJpYy5jb21tb24udjEuUHJpbmNpcGFsS2luZBIUCgxwcmluY2lwYWxfaWQYAyABKAkSEgoKY2x1c3Rlcl9pZBgEIAEoCRIXCg9vcmdhbml6YXRpb25faWQYBSABKAkSDgoGZ3JhbnRzGAYgAygJEhEKCXNwaWZmZV9pZBgHIAEoCRIuCgpub3RfYmVmb3JlGAggASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBItCglub3RfYWZ0ZXIYCSABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhoKEmZpbmdlcnByaW50X3NoYTI1NhgKIAEoCRIvCgZzdGF0dXMYCyABKA4yHy5mYWJyaWMuY2EudjEuQ2VydGlmaWNhdGVTdGF0dXMSLgoKcmV2b2tlZF9hdBgMIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASOQoRcmV2b2NhdGlvbl9yZWFzb24YDSABKA4yHi5mYWJyaWMuY2EudjEuUmV2b2NhdGlvblJlYXNvbhIZChFhdXRob3JpemF0aW9uX3JlZhgOIAEoCSI2ChdXYXRjaFJldm9jYXRpb25zUmVxdWVzdBIbChNyZXN1bWVfZnJvbV92ZXJzaW9uGAEgASgEIrMBChhXYXRjaFJldm9jYXRpb25zUmVzcG9uc2USLAoEbGlzdBgBIAEoCzIcLmZhYnJpYy5jYS52MS5SZXZvY2F0aW9uTGlzdEgAEjEKBnN5bmNlZBgCIAEoCzIfLmZhYnJpYy5jYS52MS5SZXZvY2F0aW9uc1N5bmNlZEgAEi0KB3Jldm9rZWQYAyABKAsyGi5mYWJyaWMuY2EudjEuUmV2b2tlZEVudHJ5SABCBwoFZXZlbnQidQoOUmV2b2NhdGlvbkxpc3QSDwoHdmVyc2lvbhgBIAEoBBINCgVyZXNldBgCIAEoCBIWCg5yZXN1bWVfZXhwaXJlZBgDIAEoCBIrCgdlbnRyaWVzGAQgAygLMhouZmFicmljLmNhLnYxLlJldm9rZWRFbnRyeSIkChFSZXZvY2F0aW9uc1N5bmNlZBIPCgd2ZXJzaW9uGAEgASgEIqECCgxSZXZva2VkRW50cnkSDwoHdmVyc2lvbhgBIAEoBBIOCgZzZXJpYWwYAiABKAkSNwoOcHJpbmNpcGFsX2tpbmQYAyABKA4yHy5mYWJyaWMuY29tbW9uLnYxLlByaW5jaXBhbEtpbmQSFAoMcHJpbmNpcGFsX2lkGAQgASgJEhIKCmNsdXN0ZXJfaWQYBSABKAkSLgoGcmVhc29uGAYgASgOMh4uZmFicmljLmNhLnYxLlJldm9jYXRpb25SZWFzb24SLgoKcmV2b2tlZF9hdBgHIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASLQoJbm90X2FmdGVyGAggASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcCqgAwoQUmV2b2NhdGlvblJlYXNvbhIhCh1SRVZPQ0FUSU9OX1JFQVNPTl9VTlNQRUNJRklFRBAAEiQKIFJFVk9DQVRJT05fUkVBU09OX0tFWV9DT01QUk9NSVNFEAESIwofUkVWT0NBVElPTl9SRUFTT05fQ0FfQ09NUFJPTUlTRRACEikKJVJFVk9DQVRJT05fUkVBU09OX0FGRklMSUFUSU9OX0NIQU5HRUQQAxIgChxSRVZPQ0FUSU9OX1JFQVNPTl9TVVBFUlNFREVEEAQSLAooUkVWT0NBVElPTl9SRUFTT05fQ0VTU0FUSU9OX09GX09QRVJBVElPThAFEiYKIlJFVk9DQVRJT05fUkVBU09OX0NFUlRJRklDQVRFX0hPTEQQBhIlCiFSRVZPQ0FUSU9OX1JFQVNPTl9SRU1PVkVfRlJPTV9DUkwQCBIpCiVSRVZPQ0FUSU9OX1JFQVNPTl9QUklWSUxFR0VfV0lUSERSQVdOEAkSIwofUkVWT0NBVElPTl9SRUFTT05fQUFfQ09NUFJPTUlTRRAKIgQIBxAHKpYBChFDZXJ0aWZpY2F0ZVN0YXR1cxIiCh5DRVJUSUZJQ0FURV9TVEFUVVNfVU5TUEVDSUZJRUQQABIdChlDRVJUSUZJQ0FURV9TVEFUVVNfQUNUSVZFEAESHgoaQ0VSVElGSUNBVEVfU1RBVFVTX1JFVk9LRUQQAhIeChpDRVJUSUZJQ0FURV9TVEFUVVNfRVhQSVJFRBADMrQDCglDYVNlcnZpY2USPQoEU2lnbhIZLmZhYnJpYy5jYS52MS5TaWduUmVxdWVzdBoaLmZhYnJpYy5jYS52MS5TaWduUmVzcG9uc2USQwoGUmV2b2tlEhsuZmFicmljLmNhLnYxLlJldm9rZVJlcXVlc3QaHC5mYWJyaWMuY2EudjEuUmV2b2tlUmVzcG9uc2USWwoOR2V0VHJ1c3RCdW5kbGUSIy5mYWJyaWMuY2EudjEuR2V0VHJ1c3RCdW5kbGVSZXF1ZXN0GiQuZmFicmljLmNhLnYxLkdldFRydXN0QnVuZGxlUmVzcG9uc2USYQoQTGlzdENlcnRpZmljYXRlcxIlLmZhYnJpYy5jYS52MS5MaXN0Q2VydGlmaWNhdGVzUmVxdWVzdBomLmZhYnJpYy5jYS52MS5MaXN0Q2VydGlmaWNhdGVzUmVzcG9uc2USYwoQV2F0Y2hSZXZvY2F0aW9ucxIlLmZhYnJpYy5jYS52MS5XYXRjaFJldm9jYXRpb25zUmVxdWVzdBomLmZhYnJpYy5jYS52MS5XYXRjaFJldm9jYXRpb25zUmVzcG9uc2UwAWIGcHJvdG8z", [file_fabric_common_v1_common, file_google_protobuf_duration, file_google_protobuf_timestamp]);
+  fileDesc("ChVmYWJyaWMvY2EvdjEvY2EucHJvdG8SDGZhYnJpYy5jYS52MSKlAgoLU2lnblJlcXVlc3QSDwoHY3NyX3BlbRgBIAEoCRI3Cg5wcmluY2lwYWxfa2luZBgCIAEoDjIfLmZhYnJpYy5jb21tb24udjEuUHJpbmNpcGFsS2luZBIUCgxwcmluY2lwYWxfaWQYAyABKAkSEgoKY2x1c3Rlcl9pZBgEIAEoCRIXCg9vcmdhbml6YXRpb25faWQYBSABKAkSDgoGZ3JhbnRzGAYgAygJEjUKEnJlcXVlc3RlZF9saWZldGltZRgHIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbhIRCglkbnNfbmFtZXMYCCADKAkSFAoMaXBfYWRkcmVzc2VzGAkgAygJEhkKEWF1dGhvcml6YXRpb25fcmVmGAogASgJIu8BCgxTaWduUmVzcG9uc2USFwoPY2VydGlmaWNhdGVfcGVtGAEgASgJEhEKCWNoYWluX3BlbRgCIAMoCRIVCg1jYV9idW5kbGVfcGVtGAMgASgJEg4KBnNlcmlhbBgEIAEoCRIuCgpub3RfYmVmb3JlGAUgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBItCglub3RfYWZ0ZXIYBiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhoKEmZpbmdlcnByaW50X3NoYTI1NhgHIAEoCRIRCglzcGlmZmVfaWQYCCABKAkisgEKDVJldm9rZVJlcXVlc3QSEAoGc2VyaWFsGAEgASgJSAASMAoJcHJpbmNpcGFsGAIgASgLMhsuZmFicmljLmNvbW1vbi52MS5QcmluY2lwYWxIABISCgpjbHVzdGVyX2lkGAMgASgJEi4KBnJlYXNvbhgEIAEoDjIeLmZhYnJpYy5jYS52MS5SZXZvY2F0aW9uUmVhc29uEg8KB2NvbW1lbnQYBSABKAlCCAoGdGFyZ2V0ImoKDlJldm9rZVJlc3BvbnNlEhcKD3Jldm9rZWRfc2VyaWFscxgBIAMoCRIuCgpyZXZva2VkX2F0GAIgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIPCgd2ZXJzaW9uGAMgASgEIhcKFUdldFRydXN0QnVuZGxlUmVxdWVzdCKnAQoWR2V0VHJ1c3RCdW5kbGVSZXNwb25zZRIVCg1jYV9idW5kbGVfcGVtGAEgASgJEhkKEWludGVybWVkaWF0ZXNfcGVtGAIgAygJEiAKGHJvb3RfZmluZ2VycHJpbnRzX3NoYTI1NhgDIAMoCRIUCgx0cnVzdF9kb21haW4YBCABKAkSEAoIY3JsX3VybHMYBSADKAkSEQoJb2NzcF91cmxzGAYgAygJIu0BChdMaXN0Q2VydGlmaWNhdGVzUmVxdWVzdBIUCgxwcmluY2lwYWxfaWQYASABKAkSNwoOcHJpbmNpcGFsX2tpbmQYAiABKA4yHy5mYWJyaWMuY29tbW9uLnYxLlByaW5jaXBhbEtpbmQSEgoKY2x1c3Rlcl9pZBgDIAEoCRIXCg9vcmdhbml6YXRpb25faWQYBCABKAkSLwoGc3RhdHVzGAUgASgOMh8uZmFicmljLmNhLnYxLkNlcnRpZmljYXRlU3RhdHVzEhEKCXBhZ2Vfc2l6ZRgGIAEoBRISCgpwYWdlX3Rva2VuGAcgASgJImgKGExpc3RDZXJ0aWZpY2F0ZXNSZXNwb25zZRIzCgxjZXJ0aWZpY2F0ZXMYASADKAsyHS5mYWJyaWMuY2EudjEuQ2VydGlmaWNhdGVJbmZvEhcKD25leHRfcGFnZV90b2tlbhgCIAEoCSLyAwoPQ2VydGlmaWNhdGVJbmZvEg4KBnNlcmlhbBgBIAEoCRI3Cg5wcmluY2lwYWxfa2luZBgCIAEoDjIfLmZhYnJpYy5jb21tb24udjEuUHJpbmNpcGFsS2luZBIUCgxwcmluY2lwYWxfaWQYAyABKAkSEgoKY2x1c3Rlcl9pZBgEIAEoCRIXCg9vcmdhbml6YXRpb25faWQYBSABKAkSDgoGZ3JhbnRzGAYgAygJEhEKCXNwaWZmZV9pZBgHIAEoCRIuCgpub3RfYmVmb3JlGAggASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBItCglub3RfYWZ0ZXIYCSABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhoKEmZpbmdlcnByaW50X3NoYTI1NhgKIAEoCRIvCgZzdGF0dXMYCyABKA4yHy5mYWJyaWMuY2EudjEuQ2VydGlmaWNhdGVTdGF0dXMSLgoKcmV2b2tlZF9hdBgMIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASOQoRcmV2b2NhdGlvbl9yZWFzb24YDSABKA4yHi5mYWJyaWMuY2EudjEuUmV2b2NhdGlvblJlYXNvbhIZChFhdXRob3JpemF0aW9uX3JlZhgOIAEoCSI2ChdXYXRjaFJldm9jYXRpb25zUmVxdWVzdBIbChNyZXN1bWVfZnJvbV92ZXJzaW9uGAEgASgEIrMBChhXYXRjaFJldm9jYXRpb25zUmVzcG9uc2USLAoEbGlzdBgBIAEoCzIcLmZhYnJpYy5jYS52MS5SZXZvY2F0aW9uTGlzdEgAEjEKBnN5bmNlZBgCIAEoCzIfLmZhYnJpYy5jYS52MS5SZXZvY2F0aW9uc1N5bmNlZEgAEi0KB3Jldm9rZWQYAyABKAsyGi5mYWJyaWMuY2EudjEuUmV2b2tlZEVudHJ5SABCBwoFZXZlbnQidQoOUmV2b2NhdGlvbkxpc3QSDwoHdmVyc2lvbhgBIAEoBBINCgVyZXNldBgCIAEoCBIWCg5yZXN1bWVfZXhwaXJlZBgDIAEoCBIrCgdlbnRyaWVzGAQgAygLMhouZmFicmljLmNhLnYxLlJldm9rZWRFbnRyeSIkChFSZXZvY2F0aW9uc1N5bmNlZBIPCgd2ZXJzaW9uGAEgASgEIqECCgxSZXZva2VkRW50cnkSDwoHdmVyc2lvbhgBIAEoBBIOCgZzZXJpYWwYAiABKAkSNwoOcHJpbmNpcGFsX2tpbmQYAyABKA4yHy5mYWJyaWMuY29tbW9uLnYxLlByaW5jaXBhbEtpbmQSFAoMcHJpbmNpcGFsX2lkGAQgASgJEhIKCmNsdXN0ZXJfaWQYBSABKAkSLgoGcmVhc29uGAYgASgOMh4uZmFicmljLmNhLnYxLlJldm9jYXRpb25SZWFzb24SLgoKcmV2b2tlZF9hdBgHIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASLQoJbm90X2FmdGVyGAggASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcCK+AgoQTGlzdEF1ZGl0UmVxdWVzdBISCgpjbHVzdGVyX2lkGAEgASgJEhcKD29yZ2FuaXphdGlvbl9pZBgCIAEoCRIQCghhY3Rvcl9pZBgDIAEoCRIVCg1hY3Rpb25fcHJlZml4GAQgASgJEhMKC3RhcmdldF90eXBlGAUgASgJEhEKCXRhcmdldF9pZBgGIAEoCRIvCgdvdXRjb21lGAcgASgOMh4uZmFicmljLmNvbW1vbi52MS5BdWRpdE91dGNvbWUSKQoFc2luY2UYCCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEikKBXVudGlsGAkgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIRCglwYWdlX3NpemUYCiABKAUSEgoKcGFnZV90b2tlbhgLIAEoCSJaChFMaXN0QXVkaXRSZXNwb25zZRIsCgZldmVudHMYASADKAsyHC5mYWJyaWMuY29tbW9uLnYxLkF1ZGl0RXZlbnQSFwoPbmV4dF9wYWdlX3Rva2VuGAIgASgJIjYKElZlcmlmeUF1ZGl0UmVxdWVzdBIQCghmcm9tX3NlcRgBIAEoBBIOCgZ0b19zZXEYAiABKAQihwEKE1ZlcmlmeUF1ZGl0UmVzcG9uc2USCgoCb2sYASABKAgSFAoMcm93c19jaGVja2VkGAIgASgEEhgKEGZpcnN0X2Jyb2tlbl9zZXEYAyABKAQSDwoHcHJvYmxlbRgEIAEoCRIQCghsYXN0X3NlcRgFIAEoBBIRCgloZWFkX2hhc2gYBiABKAkqoAMKEFJldm9jYXRpb25SZWFzb24SIQodUkVWT0NBVElPTl9SRUFTT05fVU5TUEVDSUZJRUQQABIkCiBSRVZPQ0FUSU9OX1JFQVNPTl9LRVlfQ09NUFJPTUlTRRABEiMKH1JFVk9DQVRJT05fUkVBU09OX0NBX0NPTVBST01JU0UQAhIpCiVSRVZPQ0FUSU9OX1JFQVNPTl9BRkZJTElBVElPTl9DSEFOR0VEEAMSIAocUkVWT0NBVElPTl9SRUFTT05fU1VQRVJTRURFRBAEEiwKKFJFVk9DQVRJT05fUkVBU09OX0NFU1NBVElPTl9PRl9PUEVSQVRJT04QBRImCiJSRVZPQ0FUSU9OX1JFQVNPTl9DRVJUSUZJQ0FURV9IT0xEEAYSJQohUkVWT0NBVElPTl9SRUFTT05fUkVNT1ZFX0ZST01fQ1JMEAgSKQolUkVWT0NBVElPTl9SRUFTT05fUFJJVklMRUdFX1dJVEhEUkFXThAJEiMKH1JFVk9DQVRJT05fUkVBU09OX0FBX0NPTVBST01JU0UQCiIECAcQByqWAQoRQ2VydGlmaWNhdGVTdGF0dXMSIgoeQ0VSVElGSUNBVEVfU1RBVFVTX1VOU1BFQ0lGSUVEEAASHQoZQ0VSVElGSUNBVEVfU1RBVFVTX0FDVElWRRABEh4KGkNFUlRJRklDQVRFX1NUQVRVU19SRVZPS0VEEAISHgoaQ0VSVElGSUNBVEVfU1RBVFVTX0VYUElSRUQQAzLWBAoJQ2FTZXJ2aWNlEj0KBFNpZ24SGS5mYWJyaWMuY2EudjEuU2lnblJlcXVlc3QaGi5mYWJyaWMuY2EudjEuU2lnblJlc3BvbnNlEkMKBlJldm9rZRIbLmZhYnJpYy5jYS52MS5SZXZva2VSZXF1ZXN0GhwuZmFicmljLmNhLnYxLlJldm9rZVJlc3BvbnNlElsKDkdldFRydXN0QnVuZGxlEiMuZmFicmljLmNhLnYxLkdldFRydXN0QnVuZGxlUmVxdWVzdBokLmZhYnJpYy5jYS52MS5HZXRUcnVzdEJ1bmRsZVJlc3BvbnNlEmEKEExpc3RDZXJ0aWZpY2F0ZXMSJS5mYWJyaWMuY2EudjEuTGlzdENlcnRpZmljYXRlc1JlcXVlc3QaJi5mYWJyaWMuY2EudjEuTGlzdENlcnRpZmljYXRlc1Jlc3BvbnNlEmMKEFdhdGNoUmV2b2NhdGlvbnMSJS5mYWJyaWMuY2EudjEuV2F0Y2hSZXZvY2F0aW9uc1JlcXVlc3QaJi5mYWJyaWMuY2EudjEuV2F0Y2hSZXZvY2F0aW9uc1Jlc3BvbnNlMAESTAoJTGlzdEF1ZGl0Eh4uZmFicmljLmNhLnYxLkxpc3RBdWRpdFJlcXVlc3QaHy5mYWJyaWMuY2EudjEuTGlzdEF1ZGl0UmVzcG9uc2USUgoLVmVyaWZ5QXVkaXQSIC5mYWJyaWMuY2EudjEuVmVyaWZ5QXVkaXRSZXF1ZXN0GiEuZmFicmljLmNhLnYxLlZlcmlmeUF1ZGl0UmVzcG9uc2ViBnByb3RvMw", [file_fabric_common_v1_audit, file_fabric_common_v1_common, file_google_protobuf_duration, file_google_protobuf_timestamp]);
 
 /**
  * What enrollment authorized, plus the CSR carrying the subject's public key.
@@ -788,6 +790,219 @@ export const RevokedEntrySchema: GenMessage<RevokedEntry> = /*@__PURE__*/
   messageDesc(file_fabric_ca_v1_ca, 13);
 
 /**
+ * Filters and paging for ListAudit. Filters combine with AND. The same shape
+ * as the registry's ListAuditRequest.
+ *
+ * @generated from message fabric.ca.v1.ListAuditRequest
+ */
+export type ListAuditRequest = Message<"fabric.ca.v1.ListAuditRequest"> & {
+  /**
+   * Only events concerning this cluster. Cluster-admins always get their own
+   * cluster's events; naming another cluster is refused.
+   *
+   * @generated from field: string cluster_id = 1;
+   */
+  clusterId: string;
+
+  /**
+   * Only events concerning this organization. Org-admins always get their
+   * own organization's events; naming another one is refused.
+   *
+   * @generated from field: string organization_id = 2;
+   */
+  organizationId: string;
+
+  /**
+   * Only events by this actor (principal id).
+   *
+   * @generated from field: string actor_id = 3;
+   */
+  actorId: string;
+
+  /**
+   * Only events whose action starts with this prefix (e.g. `rpc.` for
+   * refused calls).
+   *
+   * @generated from field: string action_prefix = 4;
+   */
+  actionPrefix: string;
+
+  /**
+   * Only events on this target type.
+   *
+   * @generated from field: string target_type = 5;
+   */
+  targetType: string;
+
+  /**
+   * Only events on this target id.
+   *
+   * @generated from field: string target_id = 6;
+   */
+  targetId: string;
+
+  /**
+   * Only events with this outcome. Unspecified = any.
+   *
+   * @generated from field: fabric.common.v1.AuditOutcome outcome = 7;
+   */
+  outcome: AuditOutcome;
+
+  /**
+   * Only events at or after this time.
+   *
+   * @generated from field: google.protobuf.Timestamp since = 8;
+   */
+  since?: Timestamp | undefined;
+
+  /**
+   * Only events before this time.
+   *
+   * @generated from field: google.protobuf.Timestamp until = 9;
+   */
+  until?: Timestamp | undefined;
+
+  /**
+   * Maximum number of events to return. 0 = default 100; at most 1000.
+   *
+   * @generated from field: int32 page_size = 10;
+   */
+  pageSize: number;
+
+  /**
+   * `next_page_token` of the previous page; empty for the first page.
+   *
+   * @generated from field: string page_token = 11;
+   */
+  pageToken: string;
+};
+
+/**
+ * Describes the message fabric.ca.v1.ListAuditRequest.
+ * Use `create(ListAuditRequestSchema)` to create a new message.
+ */
+export const ListAuditRequestSchema: GenMessage<ListAuditRequest> = /*@__PURE__*/
+  messageDesc(file_fabric_ca_v1_ca, 14);
+
+/**
+ * One page of audit events.
+ *
+ * @generated from message fabric.ca.v1.ListAuditResponse
+ */
+export type ListAuditResponse = Message<"fabric.ca.v1.ListAuditResponse"> & {
+  /**
+   * Events, newest first (descending time, then seq).
+   *
+   * @generated from field: repeated fabric.common.v1.AuditEvent events = 1;
+   */
+  events: AuditEvent[];
+
+  /**
+   * Token for the next page; empty when this is the last page.
+   *
+   * @generated from field: string next_page_token = 2;
+   */
+  nextPageToken: string;
+};
+
+/**
+ * Describes the message fabric.ca.v1.ListAuditResponse.
+ * Use `create(ListAuditResponseSchema)` to create a new message.
+ */
+export const ListAuditResponseSchema: GenMessage<ListAuditResponse> = /*@__PURE__*/
+  messageDesc(file_fabric_ca_v1_ca, 15);
+
+/**
+ * The range of the audit chain to verify.
+ *
+ * @generated from message fabric.ca.v1.VerifyAuditRequest
+ */
+export type VerifyAuditRequest = Message<"fabric.ca.v1.VerifyAuditRequest"> & {
+  /**
+   * First seq to check. 0 = 1 (the beginning).
+   *
+   * @generated from field: uint64 from_seq = 1;
+   */
+  fromSeq: bigint;
+
+  /**
+   * Last seq to check. 0 = the latest record (and then records removed from
+   * the end, which a signed checkpoint still covers, are reported too).
+   *
+   * @generated from field: uint64 to_seq = 2;
+   */
+  toSeq: bigint;
+};
+
+/**
+ * Describes the message fabric.ca.v1.VerifyAuditRequest.
+ * Use `create(VerifyAuditRequestSchema)` to create a new message.
+ */
+export const VerifyAuditRequestSchema: GenMessage<VerifyAuditRequest> = /*@__PURE__*/
+  messageDesc(file_fabric_ca_v1_ca, 16);
+
+/**
+ * The verification result.
+ *
+ * @generated from message fabric.ca.v1.VerifyAuditResponse
+ */
+export type VerifyAuditResponse = Message<"fabric.ca.v1.VerifyAuditResponse"> & {
+  /**
+   * True if every record in the range has a correct hash, links to its
+   * predecessor and matches every signed checkpoint covering it, and every
+   * such checkpoint's signature verifies against the CA bundle.
+   *
+   * @generated from field: bool ok = 1;
+   */
+  ok: boolean;
+
+  /**
+   * Number of records checked.
+   *
+   * @generated from field: uint64 rows_checked = 2;
+   */
+  rowsChecked: bigint;
+
+  /**
+   * Seq of the first record that failed (for a log cut short: the first
+   * record a checkpoint covers that is gone); 0 when ok.
+   *
+   * @generated from field: uint64 first_broken_seq = 3;
+   */
+  firstBrokenSeq: bigint;
+
+  /**
+   * Why it failed (e.g. `hash mismatch`, `prev_hash does not match seq 41`,
+   * `seq 42 missing`, `rewritten: ... checkpoint ...`, `truncated: ...`,
+   * `checkpoint ... signature ...`); empty when ok.
+   *
+   * @generated from field: string problem = 4;
+   */
+  problem: string;
+
+  /**
+   * Seq of the last record checked.
+   *
+   * @generated from field: uint64 last_seq = 5;
+   */
+  lastSeq: bigint;
+
+  /**
+   * Hash of the last record checked, lowercase hex.
+   *
+   * @generated from field: string head_hash = 6;
+   */
+  headHash: string;
+};
+
+/**
+ * Describes the message fabric.ca.v1.VerifyAuditResponse.
+ * Use `create(VerifyAuditResponseSchema)` to create a new message.
+ */
+export const VerifyAuditResponseSchema: GenMessage<VerifyAuditResponse> = /*@__PURE__*/
+  messageDesc(file_fabric_ca_v1_ca, 17);
+
+/**
  * Why a certificate was revoked. Values and numbers mirror the RFC 5280
  * CRLReason codes; the CRL and OCSP answers carry the same code.
  *
@@ -1000,6 +1215,35 @@ export const CaService: GenService<{
     methodKind: "server_streaming";
     input: typeof WatchRevocationsRequestSchema;
     output: typeof WatchRevocationsResponseSchema;
+  },
+  /**
+   * Lists the CA's audit events, newest first, with optional filters:
+   * every issuance, revocation and refused attempt.
+   *
+   * Callable by: platform-admin; cluster-admin (only events of their
+   * cluster); org-admin (only events of their organization).
+   *
+   * @generated from rpc fabric.ca.v1.CaService.ListAudit
+   */
+  listAudit: {
+    methodKind: "unary";
+    input: typeof ListAuditRequestSchema;
+    output: typeof ListAuditResponseSchema;
+  },
+  /**
+   * Recomputes the CA's audit hash chain over a range, checks it against
+   * every checkpoint the ca service signed of it, and reports the first
+   * record where either breaks: a changed record, a record rewritten with the
+   * rest of the chain re-hashed, or records removed from the end.
+   *
+   * Callable by: platform-admin.
+   *
+   * @generated from rpc fabric.ca.v1.CaService.VerifyAudit
+   */
+  verifyAudit: {
+    methodKind: "unary";
+    input: typeof VerifyAuditRequestSchema;
+    output: typeof VerifyAuditResponseSchema;
   },
 }> = /*@__PURE__*/
   serviceDesc(file_fabric_ca_v1_ca, 0);

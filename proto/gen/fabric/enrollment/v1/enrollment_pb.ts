@@ -8,6 +8,8 @@
 
 import type { GenEnum, GenFile, GenMessage, GenService } from "@bufbuild/protobuf/codegenv2";
 import { enumDesc, fileDesc, messageDesc, serviceDesc } from "@bufbuild/protobuf/codegenv2";
+import type { AuditEvent, AuditOutcome } from "../../common/v1/audit_pb.js";
+import { file_fabric_common_v1_audit } from "../../common/v1/audit_pb.js";
 import type { NodeFacts, Principal } from "../../common/v1/common_pb.js";
 import { file_fabric_common_v1_common } from "../../common/v1/common_pb.js";
 import type { Duration, Timestamp } from "@bufbuild/protobuf/wkt";
@@ -18,7 +20,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file fabric/enrollment/v1/enrollment.proto.
  */
 export const file_fabric_enrollment_v1_enrollment: GenFile = /*@__PURE__*/
-  fileDesc("CiVmYWJyaWMvZW5yb2xsbWVudC92MS9lbnJvbGxtZW50LnByb3RvEhRmYWJyaWMuZW5yb2xsbWVudC52MSKoAQoWQ3JlYXRlSm9pblRva2VuUmVxdWVzdBISCgpjbHVzdGVyX2lkGAEgASgJEhUKDWFsbG93ZWRfcm9sZXMYAiADKAkSEAoIbWF4X3VzZXMYAyABKA0SJgoDdHRsGAQgASgLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uEhQKDGF1dG9fYXBwcm92ZRgFIAEoCBITCgtkZXNjcmlwdGlvbhgGIAEoCSJdChdDcmVhdGVKb2luVG9rZW5SZXNwb25zZRINCgV0b2tlbhgBIAEoCRIzCgpqb2luX3Rva2VuGAIgASgLMh8uZmFicmljLmVucm9sbG1lbnQudjEuSm9pblRva2VuIpQDCglKb2luVG9rZW4SCgoCaWQYASABKAkSEgoKY2x1c3Rlcl9pZBgCIAEoCRIVCg1hbGxvd2VkX3JvbGVzGAMgAygJEgwKBHVzZXMYBCABKA0SEAoIbWF4X3VzZXMYBSABKA0SFAoMYXV0b19hcHByb3ZlGAYgASgIEhMKC2Rlc2NyaXB0aW9uGAcgASgJEjMKBXN0YXRlGAggASgOMiQuZmFicmljLmVucm9sbG1lbnQudjEuSm9pblRva2VuU3RhdGUSLgoKY3JlYXRlZF9hdBgJIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASLgoKZXhwaXJlc19hdBgKIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASDwoHcmV2b2tlZBgLIAEoCBIuCgpyZXZva2VkX2F0GAwgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIvCgpjcmVhdGVkX2J5GA0gASgLMhsuZmFicmljLmNvbW1vbi52MS5QcmluY2lwYWwihwEKFUxpc3RKb2luVG9rZW5zUmVxdWVzdBISCgpjbHVzdGVyX2lkGAEgASgJEjMKBXN0YXRlGAIgASgOMiQuZmFicmljLmVucm9sbG1lbnQudjEuSm9pblRva2VuU3RhdGUSEQoJcGFnZV9zaXplGAMgASgFEhIKCnBhZ2VfdG9rZW4YBCABKAkiZwoWTGlzdEpvaW5Ub2tlbnNSZXNwb25zZRI0Cgtqb2luX3Rva2VucxgBIAMoCzIfLmZhYnJpYy5lbnJvbGxtZW50LnYxLkpvaW5Ub2tlbhIXCg9uZXh0X3BhZ2VfdG9rZW4YAiABKAkiKgoWUmV2b2tlSm9pblRva2VuUmVxdWVzdBIQCgh0b2tlbl9pZBgBIAEoCSJOChdSZXZva2VKb2luVG9rZW5SZXNwb25zZRIzCgpqb2luX3Rva2VuGAEgASgLMh8uZmFicmljLmVucm9sbG1lbnQudjEuSm9pblRva2VuIsABChxFbnJvbGxtZW50U2VydmljZUpvaW5SZXF1ZXN0Eg0KBXRva2VuGAEgASgJEg8KB2Nzcl9wZW0YAiABKAkSEQoJbm9kZV9uYW1lGAMgASgJEioKBWZhY3RzGAQgASgLMhsuZmFicmljLmNvbW1vbi52MS5Ob2RlRmFjdHMSFAoMY2FwYWJpbGl0aWVzGAUgAygJEhcKD3JlcXVlc3RlZF9yb2xlcxgGIAMoCRISCgpjbHVzdGVyX2lkGAcgASgJIrIBCh1FbnJvbGxtZW50U2VydmljZUpvaW5SZXNwb25zZRIXCg9qb2luX3JlcXVlc3RfaWQYASABKAkSNQoFc3RhdGUYAiABKA4yJi5mYWJyaWMuZW5yb2xsbWVudC52MS5Kb2luUmVxdWVzdFN0YXRlEhEKCWNoYWxsZW5nZRgDIAEoDBIuCgpleHBpcmVzX2F0GAQgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcCJEChZXYWl0Rm9yQXBwcm92YWxSZXF1ZXN0EhcKD2pvaW5fcmVxdWVzdF9pZBgBIAEoCRIRCglzaWduYXR1cmUYAiABKAwiyAIKF1dhaXRGb3JBcHByb3ZhbFJlc3BvbnNlEjUKBXN0YXRlGAEgASgOMiYuZmFicmljLmVucm9sbG1lbnQudjEuSm9pblJlcXVlc3RTdGF0ZRIYChByZWplY3Rpb25fcmVhc29uGAIgASgJEhcKD2NlcnRpZmljYXRlX3BlbRgDIAEoCRIRCgljaGFpbl9wZW0YBCADKAkSFQoNY2FfYnVuZGxlX3BlbRgFIAEoCRIPCgdub2RlX2lkGAYgASgJEhIKCmNsdXN0ZXJfaWQYByABKAkSFQoNZ3JhbnRlZF9yb2xlcxgIIAMoCRItCglub3RfYWZ0ZXIYCSABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEi4KCmV4cGlyZXNfYXQYCiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wIosBChdMaXN0Sm9pblJlcXVlc3RzUmVxdWVzdBISCgpjbHVzdGVyX2lkGAEgASgJEjUKBXN0YXRlGAIgASgOMiYuZmFicmljLmVucm9sbG1lbnQudjEuSm9pblJlcXVlc3RTdGF0ZRIRCglwYWdlX3NpemUYAyABKAUSEgoKcGFnZV90b2tlbhgEIAEoCSJtChhMaXN0Sm9pblJlcXVlc3RzUmVzcG9uc2USOAoNam9pbl9yZXF1ZXN0cxgBIAMoCzIhLmZhYnJpYy5lbnJvbGxtZW50LnYxLkpvaW5SZXF1ZXN0EhcKD25leHRfcGFnZV90b2tlbhgCIAEoCSIwChVHZXRKb2luUmVxdWVzdFJlcXVlc3QSFwoPam9pbl9yZXF1ZXN0X2lkGAEgASgJIlEKFkdldEpvaW5SZXF1ZXN0UmVzcG9uc2USNwoMam9pbl9yZXF1ZXN0GAEgASgLMiEuZmFicmljLmVucm9sbG1lbnQudjEuSm9pblJlcXVlc3QilQEKGUFwcHJvdmVKb2luUmVxdWVzdFJlcXVlc3QSFwoPam9pbl9yZXF1ZXN0X2lkGAEgASgJEhUKDWdyYW50ZWRfcm9sZXMYAiADKAkSDwoHbm9kZV9pZBgDIAEoCRI3ChRjZXJ0aWZpY2F0ZV9saWZldGltZRgEIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbiJVChpBcHByb3ZlSm9pblJlcXVlc3RSZXNwb25zZRI3Cgxqb2luX3JlcXVlc3QYASABKAsyIS5mYWJyaWMuZW5yb2xsbWVudC52MS5Kb2luUmVxdWVzdCJDChhSZWplY3RKb2luUmVxdWVzdFJlcXVlc3QSFwoPam9pbl9yZXF1ZXN0X2lkGAEgASgJEg4KBnJlYXNvbhgCIAEoCSJUChlSZWplY3RKb2luUmVxdWVzdFJlc3BvbnNlEjcKDGpvaW5fcmVxdWVzdBgBIAEoCzIhLmZhYnJpYy5lbnJvbGxtZW50LnYxLkpvaW5SZXF1ZXN0IssECgtKb2luUmVxdWVzdBIKCgJpZBgBIAEoCRISCgpjbHVzdGVyX2lkGAIgASgJEhAKCHRva2VuX2lkGAMgASgJEhEKCW5vZGVfbmFtZRgEIAEoCRIqCgVmYWN0cxgFIAEoCzIbLmZhYnJpYy5jb21tb24udjEuTm9kZUZhY3RzEhQKDGNhcGFiaWxpdGllcxgGIAMoCRIXCg9yZXF1ZXN0ZWRfcm9sZXMYByADKAkSFQoNYWxsb3dlZF9yb2xlcxgIIAMoCRIZChFwdWJsaWNfa2V5X3NoYTI1NhgJIAEoCRIUCgxwZWVyX2FkZHJlc3MYCiABKAkSNQoFc3RhdGUYCyABKA4yJi5mYWJyaWMuZW5yb2xsbWVudC52MS5Kb2luUmVxdWVzdFN0YXRlEi4KCmNyZWF0ZWRfYXQYDCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEi4KCmV4cGlyZXNfYXQYDSABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEi4KCmRlY2lkZWRfYXQYDiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEi8KCmRlY2lkZWRfYnkYDyABKAsyGy5mYWJyaWMuY29tbW9uLnYxLlByaW5jaXBhbBIYChByZWplY3Rpb25fcmVhc29uGBAgASgJEhUKDWdyYW50ZWRfcm9sZXMYESADKAkSDwoHbm9kZV9pZBgSIAEoCRIaChJjZXJ0aWZpY2F0ZV9zZXJpYWwYEyABKAkiZQoYSXNzdWVEZXZlbG9wZXJQaW5SZXF1ZXN0EhQKDGRldmVsb3Blcl9pZBgBIAEoCRIXCg9vcmdhbml6YXRpb25faWQYAiABKAkSGgoSZGVmYXVsdF9jbHVzdGVyX2lkGAMgASgJIlgKGUlzc3VlRGV2ZWxvcGVyUGluUmVzcG9uc2USCwoDcGluGAEgASgJEi4KCmV4cGlyZXNfYXQYAiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wIk8KGUJvb3RzdHJhcERldmVsb3BlclJlcXVlc3QSFAoMZGV2ZWxvcGVyX2lkGAEgASgJEgsKA3BpbhgCIAEoCRIPCgdjc3JfcGVtGAMgASgJIuABChpCb290c3RyYXBEZXZlbG9wZXJSZXNwb25zZRIXCg9jZXJ0aWZpY2F0ZV9wZW0YASABKAkSEQoJY2hhaW5fcGVtGAIgAygJEhUKDWNhX2J1bmRsZV9wZW0YAyABKAkSLQoJbm90X2FmdGVyGAQgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBI5CghzZXR0aW5ncxgFIAEoCzInLmZhYnJpYy5lbnJvbGxtZW50LnYxLkRldmVsb3BlclNldHRpbmdzEhUKDWNhX2J1bmRsZV9tYWMYBiABKAwixAEKEURldmVsb3BlclNldHRpbmdzEhMKC2NhX2VuZHBvaW50GAEgASgJEhsKE2Vucm9sbG1lbnRfZW5kcG9pbnQYAiABKAkSGQoRcmVnaXN0cnlfZW5kcG9pbnQYAyABKAkSFwoPcm91dGVyX2VuZHBvaW50GAQgASgJEhQKDHRydXN0X2RvbWFpbhgFIAEoCRIaChJkZWZhdWx0X2NsdXN0ZXJfaWQYBiABKAkSFwoPb3JnYW5pemF0aW9uX2lkGAcgASgJIlYKDFJlbmV3UmVxdWVzdBIPCgdjc3JfcGVtGAEgASgJEjUKEnJlcXVlc3RlZF9saWZldGltZRgCIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbiLBAQoNUmVuZXdSZXNwb25zZRIXCg9jZXJ0aWZpY2F0ZV9wZW0YASABKAkSEQoJY2hhaW5fcGVtGAIgAygJEhUKDWNhX2J1bmRsZV9wZW0YAyABKAkSDgoGc2VyaWFsGAQgASgJEi4KCm5vdF9iZWZvcmUYBSABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEi0KCW5vdF9hZnRlchgGIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAqqwEKDkpvaW5Ub2tlblN0YXRlEiAKHEpPSU5fVE9LRU5fU1RBVEVfVU5TUEVDSUZJRUQQABIbChdKT0lOX1RPS0VOX1NUQVRFX0FDVElWRRABEh4KGkpPSU5fVE9LRU5fU1RBVEVfRVhIQVVTVEVEEAISHAoYSk9JTl9UT0tFTl9TVEFURV9FWFBJUkVEEAMSHAoYSk9JTl9UT0tFTl9TVEFURV9SRVZPS0VEEAQquAEKEEpvaW5SZXF1ZXN0U3RhdGUSIgoeSk9JTl9SRVFVRVNUX1NUQVRFX1VOU1BFQ0lGSUVEEAASHgoaSk9JTl9SRVFVRVNUX1NUQVRFX1BFTkRJTkcQARIfChtKT0lOX1JFUVVFU1RfU1RBVEVfQVBQUk9WRUQQAhIfChtKT0lOX1JFUVVFU1RfU1RBVEVfUkVKRUNURUQQAxIeChpKT0lOX1JFUVVFU1RfU1RBVEVfRVhQSVJFRBAEMtMKChFFbnJvbGxtZW50U2VydmljZRJuCg9DcmVhdGVKb2luVG9rZW4SLC5mYWJyaWMuZW5yb2xsbWVudC52MS5DcmVhdGVKb2luVG9rZW5SZXF1ZXN0Gi0uZmFicmljLmVucm9sbG1lbnQudjEuQ3JlYXRlSm9pblRva2VuUmVzcG9uc2USawoOTGlzdEpvaW5Ub2tlbnMSKy5mYWJyaWMuZW5yb2xsbWVudC52MS5MaXN0Sm9pblRva2Vuc1JlcXVlc3QaLC5mYWJyaWMuZW5yb2xsbWVudC52MS5MaXN0Sm9pblRva2Vuc1Jlc3BvbnNlEm4KD1Jldm9rZUpvaW5Ub2tlbhIsLmZhYnJpYy5lbnJvbGxtZW50LnYxLlJldm9rZUpvaW5Ub2tlblJlcXVlc3QaLS5mYWJyaWMuZW5yb2xsbWVudC52MS5SZXZva2VKb2luVG9rZW5SZXNwb25zZRJvCgRKb2luEjIuZmFicmljLmVucm9sbG1lbnQudjEuRW5yb2xsbWVudFNlcnZpY2VKb2luUmVxdWVzdBozLmZhYnJpYy5lbnJvbGxtZW50LnYxLkVucm9sbG1lbnRTZXJ2aWNlSm9pblJlc3BvbnNlEnAKD1dhaXRGb3JBcHByb3ZhbBIsLmZhYnJpYy5lbnJvbGxtZW50LnYxLldhaXRGb3JBcHByb3ZhbFJlcXVlc3QaLS5mYWJyaWMuZW5yb2xsbWVudC52MS5XYWl0Rm9yQXBwcm92YWxSZXNwb25zZTABEnEKEExpc3RKb2luUmVxdWVzdHMSLS5mYWJyaWMuZW5yb2xsbWVudC52MS5MaXN0Sm9pblJlcXVlc3RzUmVxdWVzdBouLmZhYnJpYy5lbnJvbGxtZW50LnYxLkxpc3RKb2luUmVxdWVzdHNSZXNwb25zZRJrCg5HZXRKb2luUmVxdWVzdBIrLmZhYnJpYy5lbnJvbGxtZW50LnYxLkdldEpvaW5SZXF1ZXN0UmVxdWVzdBosLmZhYnJpYy5lbnJvbGxtZW50LnYxLkdldEpvaW5SZXF1ZXN0UmVzcG9uc2USdwoSQXBwcm92ZUpvaW5SZXF1ZXN0Ei8uZmFicmljLmVucm9sbG1lbnQudjEuQXBwcm92ZUpvaW5SZXF1ZXN0UmVxdWVzdBowLmZhYnJpYy5lbnJvbGxtZW50LnYxLkFwcHJvdmVKb2luUmVxdWVzdFJlc3BvbnNlEnQKEVJlamVjdEpvaW5SZXF1ZXN0Ei4uZmFicmljLmVucm9sbG1lbnQudjEuUmVqZWN0Sm9pblJlcXVlc3RSZXF1ZXN0Gi8uZmFicmljLmVucm9sbG1lbnQudjEuUmVqZWN0Sm9pblJlcXVlc3RSZXNwb25zZRJ0ChFJc3N1ZURldmVsb3BlclBpbhIuLmZhYnJpYy5lbnJvbGxtZW50LnYxLklzc3VlRGV2ZWxvcGVyUGluUmVxdWVzdBovLmZhYnJpYy5lbnJvbGxtZW50LnYxLklzc3VlRGV2ZWxvcGVyUGluUmVzcG9uc2USdwoSQm9vdHN0cmFwRGV2ZWxvcGVyEi8uZmFicmljLmVucm9sbG1lbnQudjEuQm9vdHN0cmFwRGV2ZWxvcGVyUmVxdWVzdBowLmZhYnJpYy5lbnJvbGxtZW50LnYxLkJvb3RzdHJhcERldmVsb3BlclJlc3BvbnNlElAKBVJlbmV3EiIuZmFicmljLmVucm9sbG1lbnQudjEuUmVuZXdSZXF1ZXN0GiMuZmFicmljLmVucm9sbG1lbnQudjEuUmVuZXdSZXNwb25zZWIGcHJvdG8z", [file_fabric_common_v1_common, file_google_protobuf_duration, file_google_protobuf_timestamp]);
+  fileDesc("CiVmYWJyaWMvZW5yb2xsbWVudC92MS9lbnJvbGxtZW50LnByb3RvEhRmYWJyaWMuZW5yb2xsbWVudC52MSKoAQoWQ3JlYXRlSm9pblRva2VuUmVxdWVzdBISCgpjbHVzdGVyX2lkGAEgASgJEhUKDWFsbG93ZWRfcm9sZXMYAiADKAkSEAoIbWF4X3VzZXMYAyABKA0SJgoDdHRsGAQgASgLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uEhQKDGF1dG9fYXBwcm92ZRgFIAEoCBITCgtkZXNjcmlwdGlvbhgGIAEoCSJdChdDcmVhdGVKb2luVG9rZW5SZXNwb25zZRINCgV0b2tlbhgBIAEoCRIzCgpqb2luX3Rva2VuGAIgASgLMh8uZmFicmljLmVucm9sbG1lbnQudjEuSm9pblRva2VuIpQDCglKb2luVG9rZW4SCgoCaWQYASABKAkSEgoKY2x1c3Rlcl9pZBgCIAEoCRIVCg1hbGxvd2VkX3JvbGVzGAMgAygJEgwKBHVzZXMYBCABKA0SEAoIbWF4X3VzZXMYBSABKA0SFAoMYXV0b19hcHByb3ZlGAYgASgIEhMKC2Rlc2NyaXB0aW9uGAcgASgJEjMKBXN0YXRlGAggASgOMiQuZmFicmljLmVucm9sbG1lbnQudjEuSm9pblRva2VuU3RhdGUSLgoKY3JlYXRlZF9hdBgJIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASLgoKZXhwaXJlc19hdBgKIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASDwoHcmV2b2tlZBgLIAEoCBIuCgpyZXZva2VkX2F0GAwgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIvCgpjcmVhdGVkX2J5GA0gASgLMhsuZmFicmljLmNvbW1vbi52MS5QcmluY2lwYWwihwEKFUxpc3RKb2luVG9rZW5zUmVxdWVzdBISCgpjbHVzdGVyX2lkGAEgASgJEjMKBXN0YXRlGAIgASgOMiQuZmFicmljLmVucm9sbG1lbnQudjEuSm9pblRva2VuU3RhdGUSEQoJcGFnZV9zaXplGAMgASgFEhIKCnBhZ2VfdG9rZW4YBCABKAkiZwoWTGlzdEpvaW5Ub2tlbnNSZXNwb25zZRI0Cgtqb2luX3Rva2VucxgBIAMoCzIfLmZhYnJpYy5lbnJvbGxtZW50LnYxLkpvaW5Ub2tlbhIXCg9uZXh0X3BhZ2VfdG9rZW4YAiABKAkiKgoWUmV2b2tlSm9pblRva2VuUmVxdWVzdBIQCgh0b2tlbl9pZBgBIAEoCSJOChdSZXZva2VKb2luVG9rZW5SZXNwb25zZRIzCgpqb2luX3Rva2VuGAEgASgLMh8uZmFicmljLmVucm9sbG1lbnQudjEuSm9pblRva2VuIsABChxFbnJvbGxtZW50U2VydmljZUpvaW5SZXF1ZXN0Eg0KBXRva2VuGAEgASgJEg8KB2Nzcl9wZW0YAiABKAkSEQoJbm9kZV9uYW1lGAMgASgJEioKBWZhY3RzGAQgASgLMhsuZmFicmljLmNvbW1vbi52MS5Ob2RlRmFjdHMSFAoMY2FwYWJpbGl0aWVzGAUgAygJEhcKD3JlcXVlc3RlZF9yb2xlcxgGIAMoCRISCgpjbHVzdGVyX2lkGAcgASgJIrIBCh1FbnJvbGxtZW50U2VydmljZUpvaW5SZXNwb25zZRIXCg9qb2luX3JlcXVlc3RfaWQYASABKAkSNQoFc3RhdGUYAiABKA4yJi5mYWJyaWMuZW5yb2xsbWVudC52MS5Kb2luUmVxdWVzdFN0YXRlEhEKCWNoYWxsZW5nZRgDIAEoDBIuCgpleHBpcmVzX2F0GAQgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcCJEChZXYWl0Rm9yQXBwcm92YWxSZXF1ZXN0EhcKD2pvaW5fcmVxdWVzdF9pZBgBIAEoCRIRCglzaWduYXR1cmUYAiABKAwiyAIKF1dhaXRGb3JBcHByb3ZhbFJlc3BvbnNlEjUKBXN0YXRlGAEgASgOMiYuZmFicmljLmVucm9sbG1lbnQudjEuSm9pblJlcXVlc3RTdGF0ZRIYChByZWplY3Rpb25fcmVhc29uGAIgASgJEhcKD2NlcnRpZmljYXRlX3BlbRgDIAEoCRIRCgljaGFpbl9wZW0YBCADKAkSFQoNY2FfYnVuZGxlX3BlbRgFIAEoCRIPCgdub2RlX2lkGAYgASgJEhIKCmNsdXN0ZXJfaWQYByABKAkSFQoNZ3JhbnRlZF9yb2xlcxgIIAMoCRItCglub3RfYWZ0ZXIYCSABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEi4KCmV4cGlyZXNfYXQYCiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wIosBChdMaXN0Sm9pblJlcXVlc3RzUmVxdWVzdBISCgpjbHVzdGVyX2lkGAEgASgJEjUKBXN0YXRlGAIgASgOMiYuZmFicmljLmVucm9sbG1lbnQudjEuSm9pblJlcXVlc3RTdGF0ZRIRCglwYWdlX3NpemUYAyABKAUSEgoKcGFnZV90b2tlbhgEIAEoCSJtChhMaXN0Sm9pblJlcXVlc3RzUmVzcG9uc2USOAoNam9pbl9yZXF1ZXN0cxgBIAMoCzIhLmZhYnJpYy5lbnJvbGxtZW50LnYxLkpvaW5SZXF1ZXN0EhcKD25leHRfcGFnZV90b2tlbhgCIAEoCSIwChVHZXRKb2luUmVxdWVzdFJlcXVlc3QSFwoPam9pbl9yZXF1ZXN0X2lkGAEgASgJIlEKFkdldEpvaW5SZXF1ZXN0UmVzcG9uc2USNwoMam9pbl9yZXF1ZXN0GAEgASgLMiEuZmFicmljLmVucm9sbG1lbnQudjEuSm9pblJlcXVlc3QilQEKGUFwcHJvdmVKb2luUmVxdWVzdFJlcXVlc3QSFwoPam9pbl9yZXF1ZXN0X2lkGAEgASgJEhUKDWdyYW50ZWRfcm9sZXMYAiADKAkSDwoHbm9kZV9pZBgDIAEoCRI3ChRjZXJ0aWZpY2F0ZV9saWZldGltZRgEIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbiJVChpBcHByb3ZlSm9pblJlcXVlc3RSZXNwb25zZRI3Cgxqb2luX3JlcXVlc3QYASABKAsyIS5mYWJyaWMuZW5yb2xsbWVudC52MS5Kb2luUmVxdWVzdCJDChhSZWplY3RKb2luUmVxdWVzdFJlcXVlc3QSFwoPam9pbl9yZXF1ZXN0X2lkGAEgASgJEg4KBnJlYXNvbhgCIAEoCSJUChlSZWplY3RKb2luUmVxdWVzdFJlc3BvbnNlEjcKDGpvaW5fcmVxdWVzdBgBIAEoCzIhLmZhYnJpYy5lbnJvbGxtZW50LnYxLkpvaW5SZXF1ZXN0IssECgtKb2luUmVxdWVzdBIKCgJpZBgBIAEoCRISCgpjbHVzdGVyX2lkGAIgASgJEhAKCHRva2VuX2lkGAMgASgJEhEKCW5vZGVfbmFtZRgEIAEoCRIqCgVmYWN0cxgFIAEoCzIbLmZhYnJpYy5jb21tb24udjEuTm9kZUZhY3RzEhQKDGNhcGFiaWxpdGllcxgGIAMoCRIXCg9yZXF1ZXN0ZWRfcm9sZXMYByADKAkSFQoNYWxsb3dlZF9yb2xlcxgIIAMoCRIZChFwdWJsaWNfa2V5X3NoYTI1NhgJIAEoCRIUCgxwZWVyX2FkZHJlc3MYCiABKAkSNQoFc3RhdGUYCyABKA4yJi5mYWJyaWMuZW5yb2xsbWVudC52MS5Kb2luUmVxdWVzdFN0YXRlEi4KCmNyZWF0ZWRfYXQYDCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEi4KCmV4cGlyZXNfYXQYDSABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEi4KCmRlY2lkZWRfYXQYDiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEi8KCmRlY2lkZWRfYnkYDyABKAsyGy5mYWJyaWMuY29tbW9uLnYxLlByaW5jaXBhbBIYChByZWplY3Rpb25fcmVhc29uGBAgASgJEhUKDWdyYW50ZWRfcm9sZXMYESADKAkSDwoHbm9kZV9pZBgSIAEoCRIaChJjZXJ0aWZpY2F0ZV9zZXJpYWwYEyABKAkiZQoYSXNzdWVEZXZlbG9wZXJQaW5SZXF1ZXN0EhQKDGRldmVsb3Blcl9pZBgBIAEoCRIXCg9vcmdhbml6YXRpb25faWQYAiABKAkSGgoSZGVmYXVsdF9jbHVzdGVyX2lkGAMgASgJIlgKGUlzc3VlRGV2ZWxvcGVyUGluUmVzcG9uc2USCwoDcGluGAEgASgJEi4KCmV4cGlyZXNfYXQYAiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wIk8KGUJvb3RzdHJhcERldmVsb3BlclJlcXVlc3QSFAoMZGV2ZWxvcGVyX2lkGAEgASgJEgsKA3BpbhgCIAEoCRIPCgdjc3JfcGVtGAMgASgJIuABChpCb290c3RyYXBEZXZlbG9wZXJSZXNwb25zZRIXCg9jZXJ0aWZpY2F0ZV9wZW0YASABKAkSEQoJY2hhaW5fcGVtGAIgAygJEhUKDWNhX2J1bmRsZV9wZW0YAyABKAkSLQoJbm90X2FmdGVyGAQgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBI5CghzZXR0aW5ncxgFIAEoCzInLmZhYnJpYy5lbnJvbGxtZW50LnYxLkRldmVsb3BlclNldHRpbmdzEhUKDWNhX2J1bmRsZV9tYWMYBiABKAwixAEKEURldmVsb3BlclNldHRpbmdzEhMKC2NhX2VuZHBvaW50GAEgASgJEhsKE2Vucm9sbG1lbnRfZW5kcG9pbnQYAiABKAkSGQoRcmVnaXN0cnlfZW5kcG9pbnQYAyABKAkSFwoPcm91dGVyX2VuZHBvaW50GAQgASgJEhQKDHRydXN0X2RvbWFpbhgFIAEoCRIaChJkZWZhdWx0X2NsdXN0ZXJfaWQYBiABKAkSFwoPb3JnYW5pemF0aW9uX2lkGAcgASgJIlYKDFJlbmV3UmVxdWVzdBIPCgdjc3JfcGVtGAEgASgJEjUKEnJlcXVlc3RlZF9saWZldGltZRgCIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbiLBAQoNUmVuZXdSZXNwb25zZRIXCg9jZXJ0aWZpY2F0ZV9wZW0YASABKAkSEQoJY2hhaW5fcGVtGAIgAygJEhUKDWNhX2J1bmRsZV9wZW0YAyABKAkSDgoGc2VyaWFsGAQgASgJEi4KCm5vdF9iZWZvcmUYBSABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEi0KCW5vdF9hZnRlchgGIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAivgIKEExpc3RBdWRpdFJlcXVlc3QSEgoKY2x1c3Rlcl9pZBgBIAEoCRIXCg9vcmdhbml6YXRpb25faWQYAiABKAkSEAoIYWN0b3JfaWQYAyABKAkSFQoNYWN0aW9uX3ByZWZpeBgEIAEoCRITCgt0YXJnZXRfdHlwZRgFIAEoCRIRCgl0YXJnZXRfaWQYBiABKAkSLwoHb3V0Y29tZRgHIAEoDjIeLmZhYnJpYy5jb21tb24udjEuQXVkaXRPdXRjb21lEikKBXNpbmNlGAggASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIpCgV1bnRpbBgJIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASEQoJcGFnZV9zaXplGAogASgFEhIKCnBhZ2VfdG9rZW4YCyABKAkiWgoRTGlzdEF1ZGl0UmVzcG9uc2USLAoGZXZlbnRzGAEgAygLMhwuZmFicmljLmNvbW1vbi52MS5BdWRpdEV2ZW50EhcKD25leHRfcGFnZV90b2tlbhgCIAEoCSI2ChJWZXJpZnlBdWRpdFJlcXVlc3QSEAoIZnJvbV9zZXEYASABKAQSDgoGdG9fc2VxGAIgASgEIocBChNWZXJpZnlBdWRpdFJlc3BvbnNlEgoKAm9rGAEgASgIEhQKDHJvd3NfY2hlY2tlZBgCIAEoBBIYChBmaXJzdF9icm9rZW5fc2VxGAMgASgEEg8KB3Byb2JsZW0YBCABKAkSEAoIbGFzdF9zZXEYBSABKAQSEQoJaGVhZF9oYXNoGAYgASgJKqsBCg5Kb2luVG9rZW5TdGF0ZRIgChxKT0lOX1RPS0VOX1NUQVRFX1VOU1BFQ0lGSUVEEAASGwoXSk9JTl9UT0tFTl9TVEFURV9BQ1RJVkUQARIeChpKT0lOX1RPS0VOX1NUQVRFX0VYSEFVU1RFRBACEhwKGEpPSU5fVE9LRU5fU1RBVEVfRVhQSVJFRBADEhwKGEpPSU5fVE9LRU5fU1RBVEVfUkVWT0tFRBAEKrgBChBKb2luUmVxdWVzdFN0YXRlEiIKHkpPSU5fUkVRVUVTVF9TVEFURV9VTlNQRUNJRklFRBAAEh4KGkpPSU5fUkVRVUVTVF9TVEFURV9QRU5ESU5HEAESHwobSk9JTl9SRVFVRVNUX1NUQVRFX0FQUFJPVkVEEAISHwobSk9JTl9SRVFVRVNUX1NUQVRFX1JFSkVDVEVEEAMSHgoaSk9JTl9SRVFVRVNUX1NUQVRFX0VYUElSRUQQBDKVDAoRRW5yb2xsbWVudFNlcnZpY2USbgoPQ3JlYXRlSm9pblRva2VuEiwuZmFicmljLmVucm9sbG1lbnQudjEuQ3JlYXRlSm9pblRva2VuUmVxdWVzdBotLmZhYnJpYy5lbnJvbGxtZW50LnYxLkNyZWF0ZUpvaW5Ub2tlblJlc3BvbnNlEmsKDkxpc3RKb2luVG9rZW5zEisuZmFicmljLmVucm9sbG1lbnQudjEuTGlzdEpvaW5Ub2tlbnNSZXF1ZXN0GiwuZmFicmljLmVucm9sbG1lbnQudjEuTGlzdEpvaW5Ub2tlbnNSZXNwb25zZRJuCg9SZXZva2VKb2luVG9rZW4SLC5mYWJyaWMuZW5yb2xsbWVudC52MS5SZXZva2VKb2luVG9rZW5SZXF1ZXN0Gi0uZmFicmljLmVucm9sbG1lbnQudjEuUmV2b2tlSm9pblRva2VuUmVzcG9uc2USbwoESm9pbhIyLmZhYnJpYy5lbnJvbGxtZW50LnYxLkVucm9sbG1lbnRTZXJ2aWNlSm9pblJlcXVlc3QaMy5mYWJyaWMuZW5yb2xsbWVudC52MS5FbnJvbGxtZW50U2VydmljZUpvaW5SZXNwb25zZRJwCg9XYWl0Rm9yQXBwcm92YWwSLC5mYWJyaWMuZW5yb2xsbWVudC52MS5XYWl0Rm9yQXBwcm92YWxSZXF1ZXN0Gi0uZmFicmljLmVucm9sbG1lbnQudjEuV2FpdEZvckFwcHJvdmFsUmVzcG9uc2UwARJxChBMaXN0Sm9pblJlcXVlc3RzEi0uZmFicmljLmVucm9sbG1lbnQudjEuTGlzdEpvaW5SZXF1ZXN0c1JlcXVlc3QaLi5mYWJyaWMuZW5yb2xsbWVudC52MS5MaXN0Sm9pblJlcXVlc3RzUmVzcG9uc2USawoOR2V0Sm9pblJlcXVlc3QSKy5mYWJyaWMuZW5yb2xsbWVudC52MS5HZXRKb2luUmVxdWVzdFJlcXVlc3QaLC5mYWJyaWMuZW5yb2xsbWVudC52MS5HZXRKb2luUmVxdWVzdFJlc3BvbnNlEncKEkFwcHJvdmVKb2luUmVxdWVzdBIvLmZhYnJpYy5lbnJvbGxtZW50LnYxLkFwcHJvdmVKb2luUmVxdWVzdFJlcXVlc3QaMC5mYWJyaWMuZW5yb2xsbWVudC52MS5BcHByb3ZlSm9pblJlcXVlc3RSZXNwb25zZRJ0ChFSZWplY3RKb2luUmVxdWVzdBIuLmZhYnJpYy5lbnJvbGxtZW50LnYxLlJlamVjdEpvaW5SZXF1ZXN0UmVxdWVzdBovLmZhYnJpYy5lbnJvbGxtZW50LnYxLlJlamVjdEpvaW5SZXF1ZXN0UmVzcG9uc2USdAoRSXNzdWVEZXZlbG9wZXJQaW4SLi5mYWJyaWMuZW5yb2xsbWVudC52MS5Jc3N1ZURldmVsb3BlclBpblJlcXVlc3QaLy5mYWJyaWMuZW5yb2xsbWVudC52MS5Jc3N1ZURldmVsb3BlclBpblJlc3BvbnNlEncKEkJvb3RzdHJhcERldmVsb3BlchIvLmZhYnJpYy5lbnJvbGxtZW50LnYxLkJvb3RzdHJhcERldmVsb3BlclJlcXVlc3QaMC5mYWJyaWMuZW5yb2xsbWVudC52MS5Cb290c3RyYXBEZXZlbG9wZXJSZXNwb25zZRJQCgVSZW5ldxIiLmZhYnJpYy5lbnJvbGxtZW50LnYxLlJlbmV3UmVxdWVzdBojLmZhYnJpYy5lbnJvbGxtZW50LnYxLlJlbmV3UmVzcG9uc2USXAoJTGlzdEF1ZGl0EiYuZmFicmljLmVucm9sbG1lbnQudjEuTGlzdEF1ZGl0UmVxdWVzdBonLmZhYnJpYy5lbnJvbGxtZW50LnYxLkxpc3RBdWRpdFJlc3BvbnNlEmIKC1ZlcmlmeUF1ZGl0EiguZmFicmljLmVucm9sbG1lbnQudjEuVmVyaWZ5QXVkaXRSZXF1ZXN0GikuZmFicmljLmVucm9sbG1lbnQudjEuVmVyaWZ5QXVkaXRSZXNwb25zZWIGcHJvdG8z", [file_fabric_common_v1_audit, file_fabric_common_v1_common, file_google_protobuf_duration, file_google_protobuf_timestamp]);
 
 /**
  * Parameters of a new join token.
@@ -1261,6 +1263,219 @@ export const RenewResponseSchema: GenMessage<RenewResponse> = /*@__PURE__*/
   messageDesc(file_fabric_enrollment_v1_enrollment, 26);
 
 /**
+ * Filters and paging for ListAudit. Filters combine with AND. The same shape
+ * as the registry's ListAuditRequest.
+ *
+ * @generated from message fabric.enrollment.v1.ListAuditRequest
+ */
+export type ListAuditRequest = Message<"fabric.enrollment.v1.ListAuditRequest"> & {
+  /**
+   * Only events concerning this cluster. Cluster-admins always get their own
+   * cluster's events; naming another cluster is refused.
+   *
+   * @generated from field: string cluster_id = 1;
+   */
+  clusterId: string;
+
+  /**
+   * Only events concerning this organization. Org-admins always get their
+   * own organization's events; naming another one is refused.
+   *
+   * @generated from field: string organization_id = 2;
+   */
+  organizationId: string;
+
+  /**
+   * Only events by this actor (principal id).
+   *
+   * @generated from field: string actor_id = 3;
+   */
+  actorId: string;
+
+  /**
+   * Only events whose action starts with this prefix (e.g. `rpc.` for
+   * refused calls).
+   *
+   * @generated from field: string action_prefix = 4;
+   */
+  actionPrefix: string;
+
+  /**
+   * Only events on this target type.
+   *
+   * @generated from field: string target_type = 5;
+   */
+  targetType: string;
+
+  /**
+   * Only events on this target id.
+   *
+   * @generated from field: string target_id = 6;
+   */
+  targetId: string;
+
+  /**
+   * Only events with this outcome. Unspecified = any.
+   *
+   * @generated from field: fabric.common.v1.AuditOutcome outcome = 7;
+   */
+  outcome: AuditOutcome;
+
+  /**
+   * Only events at or after this time.
+   *
+   * @generated from field: google.protobuf.Timestamp since = 8;
+   */
+  since?: Timestamp | undefined;
+
+  /**
+   * Only events before this time.
+   *
+   * @generated from field: google.protobuf.Timestamp until = 9;
+   */
+  until?: Timestamp | undefined;
+
+  /**
+   * Maximum number of events to return. 0 = default 100; at most 1000.
+   *
+   * @generated from field: int32 page_size = 10;
+   */
+  pageSize: number;
+
+  /**
+   * `next_page_token` of the previous page; empty for the first page.
+   *
+   * @generated from field: string page_token = 11;
+   */
+  pageToken: string;
+};
+
+/**
+ * Describes the message fabric.enrollment.v1.ListAuditRequest.
+ * Use `create(ListAuditRequestSchema)` to create a new message.
+ */
+export const ListAuditRequestSchema: GenMessage<ListAuditRequest> = /*@__PURE__*/
+  messageDesc(file_fabric_enrollment_v1_enrollment, 27);
+
+/**
+ * One page of audit events.
+ *
+ * @generated from message fabric.enrollment.v1.ListAuditResponse
+ */
+export type ListAuditResponse = Message<"fabric.enrollment.v1.ListAuditResponse"> & {
+  /**
+   * Events, newest first (descending time, then seq).
+   *
+   * @generated from field: repeated fabric.common.v1.AuditEvent events = 1;
+   */
+  events: AuditEvent[];
+
+  /**
+   * Token for the next page; empty when this is the last page.
+   *
+   * @generated from field: string next_page_token = 2;
+   */
+  nextPageToken: string;
+};
+
+/**
+ * Describes the message fabric.enrollment.v1.ListAuditResponse.
+ * Use `create(ListAuditResponseSchema)` to create a new message.
+ */
+export const ListAuditResponseSchema: GenMessage<ListAuditResponse> = /*@__PURE__*/
+  messageDesc(file_fabric_enrollment_v1_enrollment, 28);
+
+/**
+ * The range of the audit chain to verify.
+ *
+ * @generated from message fabric.enrollment.v1.VerifyAuditRequest
+ */
+export type VerifyAuditRequest = Message<"fabric.enrollment.v1.VerifyAuditRequest"> & {
+  /**
+   * First seq to check. 0 = 1 (the beginning).
+   *
+   * @generated from field: uint64 from_seq = 1;
+   */
+  fromSeq: bigint;
+
+  /**
+   * Last seq to check. 0 = the latest record (and then records removed from
+   * the end, which a signed checkpoint still covers, are reported too).
+   *
+   * @generated from field: uint64 to_seq = 2;
+   */
+  toSeq: bigint;
+};
+
+/**
+ * Describes the message fabric.enrollment.v1.VerifyAuditRequest.
+ * Use `create(VerifyAuditRequestSchema)` to create a new message.
+ */
+export const VerifyAuditRequestSchema: GenMessage<VerifyAuditRequest> = /*@__PURE__*/
+  messageDesc(file_fabric_enrollment_v1_enrollment, 29);
+
+/**
+ * The verification result.
+ *
+ * @generated from message fabric.enrollment.v1.VerifyAuditResponse
+ */
+export type VerifyAuditResponse = Message<"fabric.enrollment.v1.VerifyAuditResponse"> & {
+  /**
+   * True if every record in the range has a correct hash, links to its
+   * predecessor and matches every signed checkpoint covering it, and every
+   * such checkpoint's signature verifies against the CA bundle.
+   *
+   * @generated from field: bool ok = 1;
+   */
+  ok: boolean;
+
+  /**
+   * Number of records checked.
+   *
+   * @generated from field: uint64 rows_checked = 2;
+   */
+  rowsChecked: bigint;
+
+  /**
+   * Seq of the first record that failed (for a log cut short: the first
+   * record a checkpoint covers that is gone); 0 when ok.
+   *
+   * @generated from field: uint64 first_broken_seq = 3;
+   */
+  firstBrokenSeq: bigint;
+
+  /**
+   * Why it failed (e.g. `hash mismatch`, `prev_hash does not match seq 41`,
+   * `seq 42 missing`, `rewritten: ... checkpoint ...`, `truncated: ...`,
+   * `checkpoint ... signature ...`); empty when ok.
+   *
+   * @generated from field: string problem = 4;
+   */
+  problem: string;
+
+  /**
+   * Seq of the last record checked.
+   *
+   * @generated from field: uint64 last_seq = 5;
+   */
+  lastSeq: bigint;
+
+  /**
+   * Hash of the last record checked, lowercase hex.
+   *
+   * @generated from field: string head_hash = 6;
+   */
+  headHash: string;
+};
+
+/**
+ * Describes the message fabric.enrollment.v1.VerifyAuditResponse.
+ * Use `create(VerifyAuditResponseSchema)` to create a new message.
+ */
+export const VerifyAuditResponseSchema: GenMessage<VerifyAuditResponse> = /*@__PURE__*/
+  messageDesc(file_fabric_enrollment_v1_enrollment, 30);
+
+/**
  * The state of a join token, derived from its limits.
  *
  * @generated from enum fabric.enrollment.v1.JoinTokenState
@@ -1565,6 +1780,35 @@ export const EnrollmentService: GenService<{
     methodKind: "unary";
     input: typeof RenewRequestSchema;
     output: typeof RenewResponseSchema;
+  },
+  /**
+   * Lists the enrollment service's audit events, newest first, with optional filters:
+   * join tokens, join requests, approvals, developer PINs, renewals and refused or rate-limited attempts.
+   *
+   * Callable by: platform-admin; cluster-admin (only events of their
+   * cluster); org-admin (only events of their organization).
+   *
+   * @generated from rpc fabric.enrollment.v1.EnrollmentService.ListAudit
+   */
+  listAudit: {
+    methodKind: "unary";
+    input: typeof ListAuditRequestSchema;
+    output: typeof ListAuditResponseSchema;
+  },
+  /**
+   * Recomputes the enrollment service's audit hash chain over a range, checks it against
+   * every checkpoint the enrollment service signed of it, and reports the first
+   * record where either breaks: a changed record, a record rewritten with the
+   * rest of the chain re-hashed, or records removed from the end.
+   *
+   * Callable by: platform-admin.
+   *
+   * @generated from rpc fabric.enrollment.v1.EnrollmentService.VerifyAudit
+   */
+  verifyAudit: {
+    methodKind: "unary";
+    input: typeof VerifyAuditRequestSchema;
+    output: typeof VerifyAuditResponseSchema;
   },
 }> = /*@__PURE__*/
   serviceDesc(file_fabric_enrollment_v1_enrollment, 0);

@@ -8,6 +8,8 @@
 
 import type { GenEnum, GenFile, GenMessage, GenService } from "@bufbuild/protobuf/codegenv2";
 import { enumDesc, fileDesc, messageDesc, serviceDesc } from "@bufbuild/protobuf/codegenv2";
+import type { AuditEvent, AuditOutcome } from "../../common/v1/audit_pb.js";
+import { file_fabric_common_v1_audit } from "../../common/v1/audit_pb.js";
 import type { WorkloadSpec } from "../../common/v1/workload_pb.js";
 import { file_fabric_common_v1_workload } from "../../common/v1/workload_pb.js";
 import type { Duration, Timestamp } from "@bufbuild/protobuf/wkt";
@@ -18,7 +20,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file fabric/router/v1/router.proto.
  */
 export const file_fabric_router_v1_router: GenFile = /*@__PURE__*/
-  fileDesc("Ch1mYWJyaWMvcm91dGVyL3YxL3JvdXRlci5wcm90bxIQZmFicmljLnJvdXRlci52MSJKCgxXYXRjaFJlcXVlc3QSFQoNa25vd25fdmVyc2lvbhgBIAEoBBIPCgdub2RlX2lkGAIgASgJEhIKCmNsdXN0ZXJfaWQYAyABKAkiSgoNV2F0Y2hSZXNwb25zZRI5Cg9zaWduZWRfc25hcHNob3QYASABKAsyIC5mYWJyaWMucm91dGVyLnYxLlNpZ25lZFNuYXBzaG90ImwKDlNpZ25lZFNuYXBzaG90EhAKCHNuYXBzaG90GAEgASgMEhEKCXNpZ25hdHVyZRgCIAEoDBIbChNzaWduYXR1cmVfYWxnb3JpdGhtGAMgASgJEhgKEHNpZ25lcl9jaGFpbl9wZW0YBCADKAki9QIKCFNuYXBzaG90Eg8KB25vZGVfaWQYASABKAkSEgoKY2x1c3Rlcl9pZBgCIAEoCRIPCgd2ZXJzaW9uGAMgASgEEjAKDGdlbmVyYXRlZF9hdBgEIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASDQoFcm9sZXMYBSADKAkSJQoFcGVlcnMYBiADKAsyFi5mYWJyaWMucm91dGVyLnYxLlBlZXISJwoGcm91dGVzGAcgAygLMhcuZmFicmljLnJvdXRlci52MS5Sb3V0ZRIzCgxlbnRyeV9wb2xpY3kYCCABKAsyHS5mYWJyaWMucm91dGVyLnYxLkVudHJ5UG9saWN5EjUKCXdvcmtsb2FkcxgJIAMoCzIiLmZhYnJpYy5yb3V0ZXIudjEuQXNzaWduZWRXb3JrbG9hZBI2CglyZXNvdXJjZXMYCiADKAsyIy5mYWJyaWMucm91dGVyLnYxLlJlc291cmNlUmVmZXJlbmNlInMKBFBlZXISDwoHbm9kZV9pZBgBIAEoCRIoCgR0aWVyGAIgASgOMhouZmFicmljLnJvdXRlci52MS5QZWVyVGllchIRCglhZGRyZXNzZXMYAyADKAkSDQoFc2NvcmUYBCABKAESDgoGcmVnaW9uGAUgASgJIrMBCgVSb3V0ZRIKCgJpZBgBIAEoCRIYCg5lZ3Jlc3NfcG9vbF9pZBgCIAEoCUgAEhkKD3NlcnZpY2Vfbm9kZV9pZBgDIAEoCUgAEhcKD29yZ2FuaXphdGlvbl9pZBgEIAEoCRIYChBuZXh0X2hvcF9ub2RlX2lkGAUgASgJEhkKEWZhaWxvdmVyX25vZGVfaWRzGAYgAygJEgwKBGNvc3QYByABKAFCDQoLZGVzdGluYXRpb24iWgoLRW50cnlQb2xpY3kSGAoQb3JnYW5pemF0aW9uX2lkcxgBIAMoCRIXCg9lZ3Jlc3NfcG9vbF9pZHMYAiADKAkSGAoQbGlzdGVuX2FkZHJlc3NlcxgDIAMoCSJUChBBc3NpZ25lZFdvcmtsb2FkEiwKBHNwZWMYASABKAsyHi5mYWJyaWMuY29tbW9uLnYxLldvcmtsb2FkU3BlYxISCgpnZW5lcmF0aW9uGAIgASgEIlsKEVJlc291cmNlUmVmZXJlbmNlEgwKBHR5cGUYASABKAkSCgoCaWQYAiABKAkSFwoPb3JnYW5pemF0aW9uX2lkGAMgASgJEhMKC3dvcmtsb2FkX2lkGAQgASgJIjUKDkV4cGxhaW5SZXF1ZXN0Eg8KB25vZGVfaWQYASABKAkSEgoKY2x1c3Rlcl9pZBgCIAEoCSKIAgoPRXhwbGFpblJlc3BvbnNlEg8KB25vZGVfaWQYASABKAkSEgoKY2x1c3Rlcl9pZBgCIAEoCRIYChBzbmFwc2hvdF92ZXJzaW9uGAMgASgEEhUKDWFjdGl2ZV90YXJnZXQYBCABKA0SMwoKY2FuZGlkYXRlcxgFIAMoCzIfLmZhYnJpYy5yb3V0ZXIudjEuUGVlckNhbmRpZGF0ZRISCgpub2RlX2NsYXNzGAYgASgJEhIKCmFjdGl2ZV9taW4YByABKA0SEwoLd2FybV90YXJnZXQYCCABKA0SEwoLY29sZF90YXJnZXQYCSABKA0SGAoQb21pdHRlZF9leGNsdWRlZBgKIAEoDSKMAgoNUGVlckNhbmRpZGF0ZRIPCgdub2RlX2lkGAEgASgJEigKBHRpZXIYAiABKA4yGi5mYWJyaWMucm91dGVyLnYxLlBlZXJUaWVyEhcKD2V4Y2x1ZGVkX3JlYXNvbhgDIAEoCRIwCgZzY29yZXMYBCABKAsyIC5mYWJyaWMucm91dGVyLnYxLlNjb3JlQnJlYWtkb3duEioKB2xhdGVuY3kYBSABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24SEgoKbG9zc19yYXRpbxgGIAEoAhIMCgRsb2FkGAcgASgCEg4KBnJlZ2lvbhgIIAEoCRIXCg9yZWNlbnRfZmFpbHVyZXMYCSABKA0isQEKDlNjb3JlQnJlYWtkb3duEg8KB2xhdGVuY3kYASABKAESDAoEbG9zcxgCIAEoARIMCgRsb2FkGAMgASgBEg4KBnJlZ2lvbhgEIAEoARIYChByb2xlX3N1aXRhYmlsaXR5GAUgASgBEg0KBXRydXN0GAYgASgBEhcKD3JlY2VudF9mYWlsdXJlcxgHIAEoARINCgV0b3RhbBgIIAEoARIRCglkaXZlcnNpdHkYCSABKAEqYwoIUGVlclRpZXISGQoVUEVFUl9USUVSX1VOU1BFQ0lGSUVEEAASFAoQUEVFUl9USUVSX0FDVElWRRABEhIKDlBFRVJfVElFUl9XQVJNEAISEgoOUEVFUl9USUVSX0NPTEQQAzKrAQoNUm91dGVyU2VydmljZRJKCgVXYXRjaBIeLmZhYnJpYy5yb3V0ZXIudjEuV2F0Y2hSZXF1ZXN0Gh8uZmFicmljLnJvdXRlci52MS5XYXRjaFJlc3BvbnNlMAESTgoHRXhwbGFpbhIgLmZhYnJpYy5yb3V0ZXIudjEuRXhwbGFpblJlcXVlc3QaIS5mYWJyaWMucm91dGVyLnYxLkV4cGxhaW5SZXNwb25zZWIGcHJvdG8z", [file_fabric_common_v1_workload, file_google_protobuf_duration, file_google_protobuf_timestamp]);
+  fileDesc("Ch1mYWJyaWMvcm91dGVyL3YxL3JvdXRlci5wcm90bxIQZmFicmljLnJvdXRlci52MSJKCgxXYXRjaFJlcXVlc3QSFQoNa25vd25fdmVyc2lvbhgBIAEoBBIPCgdub2RlX2lkGAIgASgJEhIKCmNsdXN0ZXJfaWQYAyABKAkiSgoNV2F0Y2hSZXNwb25zZRI5Cg9zaWduZWRfc25hcHNob3QYASABKAsyIC5mYWJyaWMucm91dGVyLnYxLlNpZ25lZFNuYXBzaG90ImwKDlNpZ25lZFNuYXBzaG90EhAKCHNuYXBzaG90GAEgASgMEhEKCXNpZ25hdHVyZRgCIAEoDBIbChNzaWduYXR1cmVfYWxnb3JpdGhtGAMgASgJEhgKEHNpZ25lcl9jaGFpbl9wZW0YBCADKAki9QIKCFNuYXBzaG90Eg8KB25vZGVfaWQYASABKAkSEgoKY2x1c3Rlcl9pZBgCIAEoCRIPCgd2ZXJzaW9uGAMgASgEEjAKDGdlbmVyYXRlZF9hdBgEIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASDQoFcm9sZXMYBSADKAkSJQoFcGVlcnMYBiADKAsyFi5mYWJyaWMucm91dGVyLnYxLlBlZXISJwoGcm91dGVzGAcgAygLMhcuZmFicmljLnJvdXRlci52MS5Sb3V0ZRIzCgxlbnRyeV9wb2xpY3kYCCABKAsyHS5mYWJyaWMucm91dGVyLnYxLkVudHJ5UG9saWN5EjUKCXdvcmtsb2FkcxgJIAMoCzIiLmZhYnJpYy5yb3V0ZXIudjEuQXNzaWduZWRXb3JrbG9hZBI2CglyZXNvdXJjZXMYCiADKAsyIy5mYWJyaWMucm91dGVyLnYxLlJlc291cmNlUmVmZXJlbmNlInMKBFBlZXISDwoHbm9kZV9pZBgBIAEoCRIoCgR0aWVyGAIgASgOMhouZmFicmljLnJvdXRlci52MS5QZWVyVGllchIRCglhZGRyZXNzZXMYAyADKAkSDQoFc2NvcmUYBCABKAESDgoGcmVnaW9uGAUgASgJIrMBCgVSb3V0ZRIKCgJpZBgBIAEoCRIYCg5lZ3Jlc3NfcG9vbF9pZBgCIAEoCUgAEhkKD3NlcnZpY2Vfbm9kZV9pZBgDIAEoCUgAEhcKD29yZ2FuaXphdGlvbl9pZBgEIAEoCRIYChBuZXh0X2hvcF9ub2RlX2lkGAUgASgJEhkKEWZhaWxvdmVyX25vZGVfaWRzGAYgAygJEgwKBGNvc3QYByABKAFCDQoLZGVzdGluYXRpb24iWgoLRW50cnlQb2xpY3kSGAoQb3JnYW5pemF0aW9uX2lkcxgBIAMoCRIXCg9lZ3Jlc3NfcG9vbF9pZHMYAiADKAkSGAoQbGlzdGVuX2FkZHJlc3NlcxgDIAMoCSJUChBBc3NpZ25lZFdvcmtsb2FkEiwKBHNwZWMYASABKAsyHi5mYWJyaWMuY29tbW9uLnYxLldvcmtsb2FkU3BlYxISCgpnZW5lcmF0aW9uGAIgASgEIlsKEVJlc291cmNlUmVmZXJlbmNlEgwKBHR5cGUYASABKAkSCgoCaWQYAiABKAkSFwoPb3JnYW5pemF0aW9uX2lkGAMgASgJEhMKC3dvcmtsb2FkX2lkGAQgASgJIjUKDkV4cGxhaW5SZXF1ZXN0Eg8KB25vZGVfaWQYASABKAkSEgoKY2x1c3Rlcl9pZBgCIAEoCSKIAgoPRXhwbGFpblJlc3BvbnNlEg8KB25vZGVfaWQYASABKAkSEgoKY2x1c3Rlcl9pZBgCIAEoCRIYChBzbmFwc2hvdF92ZXJzaW9uGAMgASgEEhUKDWFjdGl2ZV90YXJnZXQYBCABKA0SMwoKY2FuZGlkYXRlcxgFIAMoCzIfLmZhYnJpYy5yb3V0ZXIudjEuUGVlckNhbmRpZGF0ZRISCgpub2RlX2NsYXNzGAYgASgJEhIKCmFjdGl2ZV9taW4YByABKA0SEwoLd2FybV90YXJnZXQYCCABKA0SEwoLY29sZF90YXJnZXQYCSABKA0SGAoQb21pdHRlZF9leGNsdWRlZBgKIAEoDSKMAgoNUGVlckNhbmRpZGF0ZRIPCgdub2RlX2lkGAEgASgJEigKBHRpZXIYAiABKA4yGi5mYWJyaWMucm91dGVyLnYxLlBlZXJUaWVyEhcKD2V4Y2x1ZGVkX3JlYXNvbhgDIAEoCRIwCgZzY29yZXMYBCABKAsyIC5mYWJyaWMucm91dGVyLnYxLlNjb3JlQnJlYWtkb3duEioKB2xhdGVuY3kYBSABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24SEgoKbG9zc19yYXRpbxgGIAEoAhIMCgRsb2FkGAcgASgCEg4KBnJlZ2lvbhgIIAEoCRIXCg9yZWNlbnRfZmFpbHVyZXMYCSABKA0isQEKDlNjb3JlQnJlYWtkb3duEg8KB2xhdGVuY3kYASABKAESDAoEbG9zcxgCIAEoARIMCgRsb2FkGAMgASgBEg4KBnJlZ2lvbhgEIAEoARIYChByb2xlX3N1aXRhYmlsaXR5GAUgASgBEg0KBXRydXN0GAYgASgBEhcKD3JlY2VudF9mYWlsdXJlcxgHIAEoARINCgV0b3RhbBgIIAEoARIRCglkaXZlcnNpdHkYCSABKAEivgIKEExpc3RBdWRpdFJlcXVlc3QSEgoKY2x1c3Rlcl9pZBgBIAEoCRIXCg9vcmdhbml6YXRpb25faWQYAiABKAkSEAoIYWN0b3JfaWQYAyABKAkSFQoNYWN0aW9uX3ByZWZpeBgEIAEoCRITCgt0YXJnZXRfdHlwZRgFIAEoCRIRCgl0YXJnZXRfaWQYBiABKAkSLwoHb3V0Y29tZRgHIAEoDjIeLmZhYnJpYy5jb21tb24udjEuQXVkaXRPdXRjb21lEikKBXNpbmNlGAggASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIpCgV1bnRpbBgJIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASEQoJcGFnZV9zaXplGAogASgFEhIKCnBhZ2VfdG9rZW4YCyABKAkiWgoRTGlzdEF1ZGl0UmVzcG9uc2USLAoGZXZlbnRzGAEgAygLMhwuZmFicmljLmNvbW1vbi52MS5BdWRpdEV2ZW50EhcKD25leHRfcGFnZV90b2tlbhgCIAEoCSI2ChJWZXJpZnlBdWRpdFJlcXVlc3QSEAoIZnJvbV9zZXEYASABKAQSDgoGdG9fc2VxGAIgASgEIocBChNWZXJpZnlBdWRpdFJlc3BvbnNlEgoKAm9rGAEgASgIEhQKDHJvd3NfY2hlY2tlZBgCIAEoBBIYChBmaXJzdF9icm9rZW5fc2VxGAMgASgEEg8KB3Byb2JsZW0YBCABKAkSEAoIbGFzdF9zZXEYBSABKAQSEQoJaGVhZF9oYXNoGAYgASgJKmMKCFBlZXJUaWVyEhkKFVBFRVJfVElFUl9VTlNQRUNJRklFRBAAEhQKEFBFRVJfVElFUl9BQ1RJVkUQARISCg5QRUVSX1RJRVJfV0FSTRACEhIKDlBFRVJfVElFUl9DT0xEEAMy3QIKDVJvdXRlclNlcnZpY2USSgoFV2F0Y2gSHi5mYWJyaWMucm91dGVyLnYxLldhdGNoUmVxdWVzdBofLmZhYnJpYy5yb3V0ZXIudjEuV2F0Y2hSZXNwb25zZTABEk4KB0V4cGxhaW4SIC5mYWJyaWMucm91dGVyLnYxLkV4cGxhaW5SZXF1ZXN0GiEuZmFicmljLnJvdXRlci52MS5FeHBsYWluUmVzcG9uc2USVAoJTGlzdEF1ZGl0EiIuZmFicmljLnJvdXRlci52MS5MaXN0QXVkaXRSZXF1ZXN0GiMuZmFicmljLnJvdXRlci52MS5MaXN0QXVkaXRSZXNwb25zZRJaCgtWZXJpZnlBdWRpdBIkLmZhYnJpYy5yb3V0ZXIudjEuVmVyaWZ5QXVkaXRSZXF1ZXN0GiUuZmFicmljLnJvdXRlci52MS5WZXJpZnlBdWRpdFJlc3BvbnNlYgZwcm90bzM", [file_fabric_common_v1_audit, file_fabric_common_v1_workload, file_google_protobuf_duration, file_google_protobuf_timestamp]);
 
 /**
  * Opens a snapshot stream.
@@ -726,6 +728,219 @@ export const ScoreBreakdownSchema: GenMessage<ScoreBreakdown> = /*@__PURE__*/
   messageDesc(file_fabric_router_v1_router, 12);
 
 /**
+ * Filters and paging for ListAudit. Filters combine with AND. The same shape
+ * as the registry's ListAuditRequest.
+ *
+ * @generated from message fabric.router.v1.ListAuditRequest
+ */
+export type ListAuditRequest = Message<"fabric.router.v1.ListAuditRequest"> & {
+  /**
+   * Only events concerning this cluster. Cluster-admins always get their own
+   * cluster's events; naming another cluster is refused.
+   *
+   * @generated from field: string cluster_id = 1;
+   */
+  clusterId: string;
+
+  /**
+   * Only events concerning this organization. Org-admins always get their
+   * own organization's events; naming another one is refused.
+   *
+   * @generated from field: string organization_id = 2;
+   */
+  organizationId: string;
+
+  /**
+   * Only events by this actor (principal id).
+   *
+   * @generated from field: string actor_id = 3;
+   */
+  actorId: string;
+
+  /**
+   * Only events whose action starts with this prefix (e.g. `rpc.` for
+   * refused calls).
+   *
+   * @generated from field: string action_prefix = 4;
+   */
+  actionPrefix: string;
+
+  /**
+   * Only events on this target type.
+   *
+   * @generated from field: string target_type = 5;
+   */
+  targetType: string;
+
+  /**
+   * Only events on this target id.
+   *
+   * @generated from field: string target_id = 6;
+   */
+  targetId: string;
+
+  /**
+   * Only events with this outcome. Unspecified = any.
+   *
+   * @generated from field: fabric.common.v1.AuditOutcome outcome = 7;
+   */
+  outcome: AuditOutcome;
+
+  /**
+   * Only events at or after this time.
+   *
+   * @generated from field: google.protobuf.Timestamp since = 8;
+   */
+  since?: Timestamp | undefined;
+
+  /**
+   * Only events before this time.
+   *
+   * @generated from field: google.protobuf.Timestamp until = 9;
+   */
+  until?: Timestamp | undefined;
+
+  /**
+   * Maximum number of events to return. 0 = default 100; at most 1000.
+   *
+   * @generated from field: int32 page_size = 10;
+   */
+  pageSize: number;
+
+  /**
+   * `next_page_token` of the previous page; empty for the first page.
+   *
+   * @generated from field: string page_token = 11;
+   */
+  pageToken: string;
+};
+
+/**
+ * Describes the message fabric.router.v1.ListAuditRequest.
+ * Use `create(ListAuditRequestSchema)` to create a new message.
+ */
+export const ListAuditRequestSchema: GenMessage<ListAuditRequest> = /*@__PURE__*/
+  messageDesc(file_fabric_router_v1_router, 13);
+
+/**
+ * One page of audit events.
+ *
+ * @generated from message fabric.router.v1.ListAuditResponse
+ */
+export type ListAuditResponse = Message<"fabric.router.v1.ListAuditResponse"> & {
+  /**
+   * Events, newest first (descending time, then seq).
+   *
+   * @generated from field: repeated fabric.common.v1.AuditEvent events = 1;
+   */
+  events: AuditEvent[];
+
+  /**
+   * Token for the next page; empty when this is the last page.
+   *
+   * @generated from field: string next_page_token = 2;
+   */
+  nextPageToken: string;
+};
+
+/**
+ * Describes the message fabric.router.v1.ListAuditResponse.
+ * Use `create(ListAuditResponseSchema)` to create a new message.
+ */
+export const ListAuditResponseSchema: GenMessage<ListAuditResponse> = /*@__PURE__*/
+  messageDesc(file_fabric_router_v1_router, 14);
+
+/**
+ * The range of the audit chain to verify.
+ *
+ * @generated from message fabric.router.v1.VerifyAuditRequest
+ */
+export type VerifyAuditRequest = Message<"fabric.router.v1.VerifyAuditRequest"> & {
+  /**
+   * First seq to check. 0 = 1 (the beginning).
+   *
+   * @generated from field: uint64 from_seq = 1;
+   */
+  fromSeq: bigint;
+
+  /**
+   * Last seq to check. 0 = the latest record (and then records removed from
+   * the end, which a signed checkpoint still covers, are reported too).
+   *
+   * @generated from field: uint64 to_seq = 2;
+   */
+  toSeq: bigint;
+};
+
+/**
+ * Describes the message fabric.router.v1.VerifyAuditRequest.
+ * Use `create(VerifyAuditRequestSchema)` to create a new message.
+ */
+export const VerifyAuditRequestSchema: GenMessage<VerifyAuditRequest> = /*@__PURE__*/
+  messageDesc(file_fabric_router_v1_router, 15);
+
+/**
+ * The verification result.
+ *
+ * @generated from message fabric.router.v1.VerifyAuditResponse
+ */
+export type VerifyAuditResponse = Message<"fabric.router.v1.VerifyAuditResponse"> & {
+  /**
+   * True if every record in the range has a correct hash, links to its
+   * predecessor and matches every signed checkpoint covering it, and every
+   * such checkpoint's signature verifies against the CA bundle.
+   *
+   * @generated from field: bool ok = 1;
+   */
+  ok: boolean;
+
+  /**
+   * Number of records checked.
+   *
+   * @generated from field: uint64 rows_checked = 2;
+   */
+  rowsChecked: bigint;
+
+  /**
+   * Seq of the first record that failed (for a log cut short: the first
+   * record a checkpoint covers that is gone); 0 when ok.
+   *
+   * @generated from field: uint64 first_broken_seq = 3;
+   */
+  firstBrokenSeq: bigint;
+
+  /**
+   * Why it failed (e.g. `hash mismatch`, `prev_hash does not match seq 41`,
+   * `seq 42 missing`, `rewritten: ... checkpoint ...`, `truncated: ...`,
+   * `checkpoint ... signature ...`); empty when ok.
+   *
+   * @generated from field: string problem = 4;
+   */
+  problem: string;
+
+  /**
+   * Seq of the last record checked.
+   *
+   * @generated from field: uint64 last_seq = 5;
+   */
+  lastSeq: bigint;
+
+  /**
+   * Hash of the last record checked, lowercase hex.
+   *
+   * @generated from field: string head_hash = 6;
+   */
+  headHash: string;
+};
+
+/**
+ * Describes the message fabric.router.v1.VerifyAuditResponse.
+ * Use `create(VerifyAuditResponseSchema)` to create a new message.
+ */
+export const VerifyAuditResponseSchema: GenMessage<VerifyAuditResponse> = /*@__PURE__*/
+  messageDesc(file_fabric_router_v1_router, 16);
+
+/**
  * Where a peer sits in a node's peer set.
  *
  * @generated from enum fabric.router.v1.PeerTier
@@ -803,6 +1018,35 @@ export const RouterService: GenService<{
     methodKind: "unary";
     input: typeof ExplainRequestSchema;
     output: typeof ExplainResponseSchema;
+  },
+  /**
+   * Lists the router's audit events, newest first, with optional filters:
+   * refused Watch and Explain attempts.
+   *
+   * Callable by: platform-admin; cluster-admin (only events of their
+   * cluster); org-admin (only events of their organization).
+   *
+   * @generated from rpc fabric.router.v1.RouterService.ListAudit
+   */
+  listAudit: {
+    methodKind: "unary";
+    input: typeof ListAuditRequestSchema;
+    output: typeof ListAuditResponseSchema;
+  },
+  /**
+   * Recomputes the router's audit hash chain over a range, checks it against
+   * every checkpoint the router service signed of it, and reports the first
+   * record where either breaks: a changed record, a record rewritten with the
+   * rest of the chain re-hashed, or records removed from the end.
+   *
+   * Callable by: platform-admin.
+   *
+   * @generated from rpc fabric.router.v1.RouterService.VerifyAudit
+   */
+  verifyAudit: {
+    methodKind: "unary";
+    input: typeof VerifyAuditRequestSchema;
+    output: typeof VerifyAuditResponseSchema;
   },
 }> = /*@__PURE__*/
   serviceDesc(file_fabric_router_v1_router, 0);
