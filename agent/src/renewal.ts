@@ -50,7 +50,12 @@ export class Renewal {
   /** Renews now (RENEW_NOW directive); resolves when the attempt has finished, successful or not. */
   renewNow(): Promise<void> {
     this.wake.abort();
-    return this.inFlight ?? this.renewOnce().catch(() => {});
+    // The loop, woken above, shares this attempt (renewOnce) and logs and handles its failure; the
+    // directive only waits for it to end.
+    return (this.inFlight ?? this.renewOnce()).then(
+      () => undefined,
+      () => undefined,
+    );
   }
 
   private async loop(): Promise<void> {

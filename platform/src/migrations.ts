@@ -65,14 +65,17 @@ export async function migrate(options: MigrateOptions): Promise<string[]> {
         await client.query(`INSERT INTO "${options.schema}".schema_migrations (id) VALUES ($1)`, [m.id]);
         await client.query("COMMIT");
       } catch (err) {
-        await client.query("ROLLBACK").catch(() => {});
+        // The migration's own error is what the operator needs; a failed ROLLBACK (connection gone) adds
+        // nothing, and the connection is ended below either way.
+        await client.query("ROLLBACK").catch(() => undefined);
         throw new Error(`migration ${m.id} failed: ${(err as Error).message}`);
       }
       applied.push(m.id);
     }
     if (options.serviceRole) await grantServiceRole(client, options.schema, options.serviceRole);
   } finally {
-    await client.query("SELECT pg_advisory_unlock_all()").catch(() => {});
+    // Ending the connection releases its advisory locks anyway; unlocking first only frees them sooner.
+    await client.query("SELECT pg_advisory_unlock_all()").catch(() => undefined);
     await client.end();
   }
   return applied;
@@ -106,7 +109,8 @@ async function grantServiceRole(client: pg.Client, schema: string, role: string)
     await client.query(`REVOKE INSERT, DELETE ON ${s}.audit_head FROM ${r}`);
     await client.query("COMMIT");
   } catch (err) {
-    await client.query("ROLLBACK").catch(() => {});
+    // The grant's own error is what the operator needs; a failed ROLLBACK (connection gone) adds nothing.
+    await client.query("ROLLBACK").catch(() => undefined);
     throw err;
   }
 }

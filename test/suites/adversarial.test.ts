@@ -639,7 +639,6 @@ describe("floods", () => {
     async () => {
       const url = fabric.urls.enrollment!.grpc;
       const pid = fabric.pid("enrollment")!;
-      const before = residentBytes(pid);
       const head = await auditHead(fabric.databaseUrl, "enrollment");
       const admin = clientAs(fabric, EnrollmentService, "enrollment", fabric.admin);
       const anonymous = clientAs(fabric, EnrollmentService, "enrollment", {
@@ -655,12 +654,7 @@ describe("floods", () => {
         }
       })();
 
-      // What took enrollment from ~270 MB to ~830 MB: a few connections holding thousands of anonymous
-      // health Watch streams (the client ignores the server's SETTINGS and sends them anyway).
-      const connections = Array.from({ length: 8 }, () => rawH2(url, { ca: fabric.admin.caBundlePem }));
-      await Promise.all(connections.map((c) => c.ready));
-      for (const c of connections) c.openStreams(1_000, "/grpc.health.v1.Health/Watch");
-      // And thousands of anonymous calls refused by the handler, each of which writes audit.
+      // Thousands of anonymous calls refused by the handler, each of which writes audit.
       const unknownToken = `0123456789abcdef.${Buffer.alloc(32, 9).toString("base64url")}`;
       const REFUSED_JOINS = 3_000;
       const outcomes: Outcome[] = [];
@@ -671,9 +665,17 @@ describe("floods", () => {
           )),
         );
       }
+      // What took enrollment from ~270 MB to ~830 MB, never released: a few connections holding thousands
+      // of anonymous health Watch streams (this client ignores the server's SETTINGS and sends them anyway).
+      // Measured while they are held, after the Joins have warmed the process up.
+      const before = residentBytes(pid);
+      const connections = Array.from({ length: 8 }, () => rawH2(url, { ca: fabric.admin.caBundlePem }));
+      await Promise.all(connections.map((c) => c.ready));
+      for (const c of connections) c.openStreams(1_000, "/grpc.health.v1.Health/Watch");
+      await new Promise((resolve) => setTimeout(resolve, 2_000));
+      const grown = residentBytes(pid) - before;
       flooding = false;
       await probe;
-      const grown = residentBytes(pid) - before;
       for (const c of connections) c.destroy();
 
       expect(new Set(outcomes)).toEqual(new Set([Code.Unauthenticated]));
@@ -682,7 +684,9 @@ describe("floods", () => {
       expect(Math.max(...answers.map((a) => a.ms)), "slowest admin call during the flood, ms").toBeLessThan(
         3_000,
       );
-      expect(grown, "enrollment's memory growth under the flood, bytes").toBeLessThan(100 * 1024 * 1024);
+      expect(grown, "enrollment's memory growth holding 8,000 attempted streams, bytes").toBeLessThan(
+        64 * 1024 * 1024,
+      );
       // Every refused Join is in the audit log: as an event of its own, or counted in an aggregate event.
       await expect
         .poll(

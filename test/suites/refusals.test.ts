@@ -198,6 +198,8 @@ describe("developer PINs", () => {
         anonymous.bootstrapDeveloper({ developerId: "dev-pin", pin, csrPem: (await goodCsr()).csrPem }),
       ),
     ).toBe("ok");
+    // Issued before the baseline: a PIN binds its developer id to the organization (a row of its own).
+    const late = await admin.issueDeveloperPin({ developerId: "dev-late", organizationId: "o1" });
     const used = await fingerprint();
     expect(
       await codeOf(
@@ -206,7 +208,6 @@ describe("developer PINs", () => {
       "a replayed PIN",
     ).toBe(Code.FailedPrecondition);
 
-    const late = await admin.issueDeveloperPin({ developerId: "dev-late", organizationId: "o1" });
     await new Promise((r) => setTimeout(r, PIN_TTL_MS + 200));
     expect(
       await codeOf(

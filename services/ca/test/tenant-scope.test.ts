@@ -247,12 +247,12 @@ const CASES: Case[] = [
   },
   {
     rpc: "ListCertificates(cluster A)",
-    allowed: ["platform-admin", "cluster-admin of A", "enrollment"],
+    allowed: ["platform-admin", "cluster-admin of A", "enrollment", "registry"],
     prepare: async () => (who) => ca(who).listCertificates({ clusterId: "a" }),
   },
   {
     rpc: "ListCertificates(cluster B)",
-    allowed: ["platform-admin", "cluster-admin of B", "enrollment"],
+    allowed: ["platform-admin", "cluster-admin of B", "enrollment", "registry"],
     prepare: async () => (who) => ca(who).listCertificates({ clusterId: "b" }),
   },
 ];

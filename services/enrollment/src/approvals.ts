@@ -267,7 +267,16 @@ async function abandonEarlierCertificates(deps: Enrollment, tx: Tx, row: JoinReq
      SELECT serial, $2, $3 FROM unnest($1::text[]) AS serial ON CONFLICT (serial) DO NOTHING`,
     [orphans, row.id, "issued for a Sign call whose answer was lost; superseded by a retry"],
   );
-  tx.afterCommit(() => void revokeAbandonedCertificates(deps).catch(() => {}));
+  // Beside the call: the reconciler retries whatever this pass does not revoke.
+  tx.afterCommit(
+    () =>
+      void revokeAbandonedCertificates(deps).catch((err: unknown) =>
+        deps.logger.warn(
+          { joinRequestId: row.id, err: (err as Error).message },
+          "abandoned certificates not revoked yet; the reconciler retries",
+        ),
+      ),
+  );
   return orphans;
 }
 
