@@ -228,7 +228,9 @@ export type RevokeRequest = Message<"fabric.ca.v1.RevokeRequest"> & {
 
   /**
    * With `principal`: only certificates scoped to this cluster. Empty = all
-   * clusters. Ignored with `serial`.
+   * clusters (a cluster-admin's revocations are always confined to its own
+   * cluster). Ignored with `serial`, except that a cluster-admin naming
+   * another cluster than its own is refused with PermissionDenied.
    *
    * @generated from field: string cluster_id = 3;
    */
@@ -678,8 +680,8 @@ export type RevocationList = Message<"fabric.ca.v1.RevocationList"> & {
   resumeExpired: boolean;
 
   /**
-   * Revocations in this chunk (at most 1000). Only entries whose certificates
-   * have not yet expired are listed.
+   * Revocations in this chunk (at most 1000). Entries are listed until 24
+   * hours after their certificates expire.
    *
    * @generated from field: repeated fabric.ca.v1.RevokedEntry entries = 4;
    */
@@ -774,8 +776,9 @@ export type RevokedEntry = Message<"fabric.ca.v1.RevokedEntry"> & {
 
   /**
    * Expiry of the revoked certificate (for a principal-wide entry: the latest
-   * expiry of any certificate it covers). After this time the entry can be
-   * dropped: the certificate is refused as expired anyway.
+   * expiry of any certificate it covers). The CA keeps listing the entry
+   * until 24 hours after this time, a margin for clocks that disagree; a
+   * client may drop it then: the certificate is refused as expired anyway.
    *
    * @generated from field: google.protobuf.Timestamp not_after = 8;
    */
@@ -1019,7 +1022,9 @@ export enum RevocationReason {
 
   /**
    * RFC 5280 `keyCompromise` (1): the subject's private key is known or
-   * suspected to be compromised.
+   * suspected to be compromised. Revoke then also blocks the public key for
+   * every later Sign and revokes the other current certificates carrying it
+   * (see Revoke).
    *
    * @generated from enum value: REVOCATION_REASON_KEY_COMPROMISE = 1;
    */
@@ -1145,9 +1150,11 @@ export const CaService: GenService<{
    * Signs a CSR for a principal that enrollment has already authorized. The CA
    * takes the public key (and proof of possession) from the CSR and builds the
    * subject, URI SAN and Fabric extensions only from the fields of this
-   * request, never from what the CSR asks for.
+   * request, never from what the CSR asks for. Fails with FailedPrecondition
+   * when the CSR's public key was revoked for key compromise (see Revoke).
    *
-   * Callable by: the enrollment service identity only.
+   * Callable by: the enrollment service identity; the registry and router
+   * service identities only to renew their own identity.
    *
    * @generated from rpc fabric.ca.v1.CaService.Sign
    */
@@ -1160,6 +1167,12 @@ export const CaService: GenService<{
    * Revokes one certificate by serial, or every current certificate of a
    * principal. Revocation is final and takes effect on every service within
    * a second (see WatchRevocations); the identity can only re-enroll.
+   * Revoking for KEY_COMPROMISE also blocks the certificate's public key for
+   * every later Sign and revokes the other current certificates carrying that
+   * key (only those of the cluster-admin's cluster when a cluster-admin
+   * reports it). A cluster-admin naming a `cluster_id` other than its own is
+   * refused with PermissionDenied for either target, and one revoking a
+   * principal with no certificate in its cluster gets NotFound.
    *
    * Callable by: platform-admin; cluster-admin for certificates of their
    * cluster; the enrollment and registry service identities.
@@ -1189,7 +1202,9 @@ export const CaService: GenService<{
    *
    * Callable by: platform-admin; cluster-admin (only certificates of their
    * cluster are returned); the enrollment service (to find certificates issued
-   * for a Sign whose answer was lost, which it then revokes).
+   * for a Sign whose answer was lost, which it then revokes); the registry
+   * service (to read the grants of the admin who approved attaching a host to
+   * an existing node).
    *
    * @generated from rpc fabric.ca.v1.CaService.ListCertificates
    */
@@ -1199,12 +1214,13 @@ export const CaService: GenService<{
     output: typeof ListCertificatesResponseSchema;
   },
   /**
-   * Streams revocations, list-then-watch: the full set of revocations whose
-   * certificates have not expired yet at version V (possibly in several
-   * `list` messages), then `synced` carrying V, then every later revocation as
-   * it happens with its version. A client that reconnects sends the last
-   * version it holds in `resume_from_version`; if that version is no longer
-   * available the server sends a full list again with `reset` set.
+   * Streams revocations, list-then-watch: the full set of revocations at
+   * version V whose certificates have not expired or expired less than 24
+   * hours ago (possibly in several `list` messages), then `synced` carrying V,
+   * then every later revocation as it happens with its version. A client that
+   * reconnects sends the last version it holds in `resume_from_version`; if
+   * that version is no longer available the server sends a full list again
+   * with `reset` set.
    *
    * Callable by: service principals (every Fabric service watches this to cut
    * revoked identities); platform-admin.

@@ -22,7 +22,11 @@ export const file_fabric_common_v1_workload: GenFile = /*@__PURE__*/
 /**
  * The desired state of one workload: what to run, where, and how to supervise
  * it. Distributed in clear inside signed snapshots to the nodes that run it, so
- * it must never contain secrets.
+ * it must never contain secrets: PutWorkload refuses, with InvalidArgument,
+ * environment variable names that look like a credential (e.g. `DB_PASS`,
+ * `apiKey`) and any value in `command`, `args`, `env`, `labels` or an exec
+ * probe that looks like one (a private key, a URL with a password, a bearer
+ * token, a JWT, a cloud or API key, ...).
  *
  * @generated from message fabric.common.v1.WorkloadSpec
  */
@@ -68,7 +72,8 @@ export type WorkloadSpec = Message<"fabric.common.v1.WorkloadSpec"> & {
   nodeIds: string[];
 
   /**
-   * How the agent runs it. Required.
+   * How the agent runs it. Required. RUNTIME_NATIVE is refused in `tst` and
+   * `pro`, which run a container image only.
    *
    * @generated from field: fabric.common.v1.Runtime runtime = 6;
    */
@@ -84,7 +89,8 @@ export type WorkloadSpec = Message<"fabric.common.v1.WorkloadSpec"> & {
   /**
    * Executable to run: an absolute path or a name resolved on the node's PATH.
    * Required for RUNTIME_NATIVE; for RUNTIME_CONTAINER it overrides the image's
-   * entrypoint when set.
+   * entrypoint when set. Refused in `pro`, where a digest-pinned image runs
+   * exactly as built.
    *
    * @generated from field: string command = 8;
    */
@@ -92,6 +98,7 @@ export type WorkloadSpec = Message<"fabric.common.v1.WorkloadSpec"> & {
 
   /**
    * Arguments passed to `command` (or to the image entrypoint), in order.
+   * Refused in `pro`.
    *
    * @generated from field: repeated string args = 9;
    */
@@ -108,15 +115,28 @@ export type WorkloadSpec = Message<"fabric.common.v1.WorkloadSpec"> & {
 
   /**
    * Environment variables for the process. Stored and distributed in clear:
-   * never put secrets here. At most 128 entries.
+   * never put secrets here. At most 128 entries. Variables that change how a
+   * process loads code or what it trusts are refused, whatever their case:
+   * the dynamic loader's and libc's (`LD_*`, `DYLD_*`, `GCONV_PATH`, ...),
+   * `PATH`, `HOME`, interpreter options and paths (`NODE_OPTIONS`,
+   * `PYTHONPATH`, `PERL5LIB`, `RUBYOPT`, `JAVA_TOOL_OPTIONS`, `CLASSPATH`,
+   * ...), shell start-up (`BASH_ENV`, `ENV`, `BASH_FUNC_*`, ...), programs git
+   * and ssh run, every `*_PROXY` but `NO_PROXY`, and CA bundles and TLS
+   * settings (`SSL_CERT_FILE`, `NODE_EXTRA_CA_CERTS`, `REQUESTS_CA_BUNDLE`,
+   * `NODE_TLS_REJECT_UNAUTHORIZED`, ...). Names or values that look like
+   * secrets are refused too.
    *
    * @generated from field: map<string, string> env = 11;
    */
   env: { [key: string]: string };
 
   /**
-   * Working directory of the process. Empty = the agent's per-workload
-   * directory under its state directory.
+   * Working directory of the process (inside the container for
+   * RUNTIME_CONTAINER; empty = the image's). For RUNTIME_NATIVE, empty = the
+   * workload's own directory `<workload root>/<id>` (by default
+   * `<state dir>-workloads/<id>`), beside, never inside, the agent's state
+   * directory; the agent refuses a directory that resolves into the state
+   * directory. Refused in `pro`.
    *
    * @generated from field: string working_dir = 12;
    */

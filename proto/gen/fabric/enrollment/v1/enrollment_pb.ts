@@ -70,7 +70,8 @@ export type CreateJoinTokenRequest = Message<"fabric.enrollment.v1.CreateJoinTok
   autoApprove: boolean;
 
   /**
-   * Note for operators (e.g. `rack 12 reinstall`), at most 256 characters.
+   * Note for operators (e.g. `rack 12 reinstall`), at most 256 characters,
+   * without control or bidirectional characters (InvalidArgument otherwise).
    * Never put secrets here.
    *
    * @generated from field: string description = 6;
@@ -364,7 +365,9 @@ export type EnrollmentServiceJoinRequest = Message<"fabric.enrollment.v1.Enrollm
   nodeName: string;
 
   /**
-   * Facts about the host, shown to the approving admin.
+   * Facts about the host, shown to the approving admin. Their text (host
+   * name, versions, region, addresses, label keys and values) must not
+   * contain control or bidirectional characters (InvalidArgument otherwise).
    *
    * @generated from field: fabric.common.v1.NodeFacts facts = 4;
    */
@@ -705,7 +708,12 @@ export type ApproveJoinRequestRequest = Message<"fabric.enrollment.v1.ApproveJoi
   /**
    * Attach the request to this existing node instead of creating a new one:
    * the same host joining another cluster through an isolated membership.
-   * Empty = create a new node.
+   * The node must exist and lie wholly in the caller's scope: NotFound for a
+   * node outside a cluster-admin's cluster, PermissionDenied for one that is
+   * also a member of clusters it does not administer. It must not be revoked
+   * and must not already be a member of the request's cluster
+   * (FailedPrecondition). In practice only a platform-admin attaches a node
+   * of another cluster. Empty = create a new node.
    *
    * @generated from field: string node_id = 3;
    */
@@ -762,7 +770,8 @@ export type RejectJoinRequestRequest = Message<"fabric.enrollment.v1.RejectJoinR
   joinRequestId: string;
 
   /**
-   * Why, shown to the waiting agent and recorded in audit: 1-512 characters.
+   * Why, shown to the waiting agent and recorded in audit: 1-512 characters,
+   * without control or bidirectional characters (InvalidArgument otherwise).
    *
    * @generated from field: string reason = 2;
    */
@@ -963,7 +972,10 @@ export type IssueDeveloperPinRequest = Message<"fabric.enrollment.v1.IssueDevelo
 
   /**
    * Organization the developer belongs to; written into the certificate's
-   * organization extension. Required for org-admins (must be their own).
+   * organization extension. Org-admins may name only their own (empty = their
+   * own). A developer id keeps the organization of its first PIN: a
+   * platform-admin naming another one gets FailedPrecondition, and naming
+   * none re-issues for the organization the developer id is bound to.
    *
    * @generated from field: string organization_id = 2;
    */
@@ -971,7 +983,8 @@ export type IssueDeveloperPinRequest = Message<"fabric.enrollment.v1.IssueDevelo
 
   /**
    * Cluster the developer's CLI uses by default (returned in
-   * DeveloperSettings). Empty = none.
+   * DeveloperSettings). An org-admin may name only a cluster serving its
+   * organization (PermissionDenied otherwise). Empty = none.
    *
    * @generated from field: string default_cluster_id = 3;
    */
@@ -1190,8 +1203,10 @@ export type RenewRequest = Message<"fabric.enrollment.v1.RenewRequest"> & {
   csrPem: string;
 
   /**
-   * Requested lifetime. 0 = the default for the principal kind (30 days;
-   * services 24 hours); capped at 90 days (services 24 hours).
+   * Requested lifetime. 0 = the default for the principal kind (30 days);
+   * capped at 90 days, at the lifetime given at enrollment (or the presented
+   * certificate's own lifetime for identities enrolled elsewhere) and at the
+   * maximum enrollment age.
    *
    * @generated from field: google.protobuf.Duration requested_lifetime = 2;
    */
@@ -1578,6 +1593,11 @@ export const JoinRequestStateSchema: GenEnum<JoinRequestState> = /*@__PURE__*/
  * BootstrapDeveloper are anonymous (no client certificate yet); every other
  * call needs a valid, unrevoked client certificate. Every attempt, successful
  * or not, is audited; tokens, secrets and PINs never appear in errors or logs.
+ * Free text that others read (a joiner's node name, facts, capabilities and
+ * labels, a token's description, a rejection reason) is refused with
+ * InvalidArgument, naming the field, when it contains a control character (C0,
+ * DEL or C1), a bidirectional mark, embedding, override or isolate, or U+2028
+ * or U+2029.
  *
  * @generated from service fabric.enrollment.v1.EnrollmentService
  */
@@ -1631,10 +1651,12 @@ export const EnrollmentService: GenService<{
    * token is unknown or its secret is wrong, PermissionDenied when it belongs
    * to another cluster than `cluster_id`, InvalidArgument for malformed input
    * (including a CSR that is not P-256 or not signed by its own key, checked
-   * before the token is used) and ResourceExhausted when the caller's address
-   * or the token is rate-limited. A refused Join uses nothing. Sending Join
-   * again with the same token and the same key (a call whose answer was lost)
-   * returns the open or approved request it already made, using nothing.
+   * before the token is used) and ResourceExhausted when rate-limited: failed
+   * calls are limited per source address, and wrong secrets per join token; a
+   * call with the token's right secret is never refused because of that
+   * token's failures. A refused Join uses nothing. Sending Join again with the
+   * same token and the same key (a call whose answer was lost) returns the
+   * open or approved request it already made, using nothing.
    *
    * Callable by: anyone (anonymous; the token is the credential).
    *
@@ -1653,8 +1675,11 @@ export const EnrollmentService: GenService<{
    * dropped connection never loses it. The caller proves it holds the CSR's
    * private key by signing the challenge returned by Join. Fails with
    * NotFound for an unknown request id, Unauthenticated for a wrong
-   * signature, and FailedPrecondition once an APPROVED request's collection
-   * window (`expires_at`) has passed.
+   * signature, FailedPrecondition once an APPROVED request's collection
+   * window (`expires_at`) has passed, and ResourceExhausted when
+   * rate-limited: failed calls are limited per source address, and wrong
+   * signatures per join request; a call with the right signature is never
+   * refused because of that request's failures.
    *
    * Callable by: anyone (anonymous; the challenge signature is the
    * credential).
@@ -1730,7 +1755,10 @@ export const EnrollmentService: GenService<{
    * Issues a one-time numeric PIN with which a developer bootstraps their
    * first certificate (`fabric dev init`). The PIN is returned exactly once,
    * is valid 24 hours, single use, and replaces any earlier unused PIN of the
-   * same developer.
+   * same developer. A developer id is bound for good to the organization of
+   * its first PIN (none if that PIN named none): an admin of another
+   * organization gets PermissionDenied, and a platform-admin naming another
+   * organization gets FailedPrecondition.
    *
    * Callable by: platform-admin; org-admin for developers of their
    * organization.
@@ -1748,9 +1776,10 @@ export const EnrollmentService: GenService<{
    * authenticate a CA it has never seen) and the developer's settings. Fails
    * with FailedPrecondition when the PIN was already used or has expired, with
    * Unauthenticated when it is wrong, and with ResourceExhausted after too
-   * many wrong attempts (the developer id is locked out; an admin must issue a
-   * new PIN). Fails with Aborted while another bootstrap of the same developer
-   * is in progress: retry in a moment.
+   * many wrong attempts (the PIN is locked, even for the right PIN; an admin
+   * must issue a new PIN) or when the caller's source address has too many
+   * failed calls. Fails with Aborted while another bootstrap of the same
+   * developer is in progress: retry in a moment.
    *
    * Callable by: anyone (anonymous; the PIN is the credential).
    *
@@ -1768,8 +1797,11 @@ export const EnrollmentService: GenService<{
    * of the current one. The current certificate stays valid until its own
    * not_after. An expired or revoked identity cannot renew and must re-enroll.
    * An identity first enrolled longer ago than the maximum enrollment age
-   * (default 90 days) fails with FailedPrecondition and must re-enroll; a
-   * renewed certificate never outlives that age.
+   * (default 90 days) fails with FailedPrecondition and must re-enroll. The
+   * new certificate never outlives that age, and never lives longer than the
+   * lifetime the identity was given at enrollment (approval or developer
+   * bootstrap) or, for an identity enrolled elsewhere, than the presented
+   * certificate's own lifetime.
    *
    * Callable by: any node, user or admin principal, for itself. Services
    * renew through the CA's Sign, which carries their DNS and IP names over.

@@ -619,14 +619,15 @@ export type RegisterNodeRequest = Message<"fabric.registry.v1.RegisterNodeReques
   clusterId: string;
 
   /**
-   * Facts reported at join; replace the node's stored facts.
+   * Facts reported at join; replace those stored for this membership only.
    *
    * @generated from field: fabric.common.v1.NodeFacts facts = 4;
    */
   facts?: NodeFacts | undefined;
 
   /**
-   * Capabilities reported at join; replace the node's stored capabilities.
+   * Capabilities reported at join; replace those stored for this membership
+   * only.
    *
    * @generated from field: repeated string capabilities = 5;
    */
@@ -663,7 +664,8 @@ export type RegisterNodeRequest = Message<"fabric.registry.v1.RegisterNodeReques
 
   /**
    * The admin who approved (or the enrollment service for auto-approval), for
-   * audit.
+   * audit. Attaching an existing node needs an admin whose active certificate
+   * covers every cluster the node is in and the joined one.
    *
    * @generated from field: fabric.common.v1.Principal approved_by = 10;
    */
@@ -1276,7 +1278,8 @@ export type AssignRoleRequest = Message<"fabric.registry.v1.AssignRoleRequest"> 
   role: string;
 
   /**
-   * Restrict the role to this organization; empty = all organizations.
+   * Restrict the role to this organization; empty = all organizations. A
+   * cluster-admin may only name an organization its cluster already serves.
    *
    * @generated from field: string organization_id = 4;
    */
@@ -1762,7 +1765,8 @@ export type CreateEgressPoolRequest = Message<"fabric.registry.v1.CreateEgressPo
   description: string;
 
   /**
-   * Organizations that may see and route through it. Empty = none.
+   * Organizations that may see and route through it. Empty = none. A
+   * cluster-admin may only list organizations its cluster already serves.
    *
    * @generated from field: repeated string organization_ids = 4;
    */
@@ -2107,7 +2111,8 @@ export type VerifyAuditRequest = Message<"fabric.registry.v1.VerifyAuditRequest"
   fromSeq: bigint;
 
   /**
-   * Last seq to check. 0 = the latest record.
+   * Last seq to check. 0 = the latest record (and then records removed from
+   * the end, which a signed checkpoint still covers, are reported too).
    *
    * @generated from field: uint64 to_seq = 2;
    */
@@ -2128,8 +2133,9 @@ export const VerifyAuditRequestSchema: GenMessage<VerifyAuditRequest> = /*@__PUR
  */
 export type VerifyAuditResponse = Message<"fabric.registry.v1.VerifyAuditResponse"> & {
   /**
-   * True if every record in the range has a correct hash and links to its
-   * predecessor.
+   * True if every record in the range has a correct hash, links to its
+   * predecessor and matches every signed checkpoint covering it, and every
+   * such checkpoint's signature verifies against the CA bundle.
    *
    * @generated from field: bool ok = 1;
    */
@@ -2143,7 +2149,8 @@ export type VerifyAuditResponse = Message<"fabric.registry.v1.VerifyAuditRespons
   rowsChecked: bigint;
 
   /**
-   * Seq of the first record that failed; 0 when ok.
+   * Seq of the first record that failed (for a log cut short: the first
+   * record a checkpoint covers that is gone); 0 when ok.
    *
    * @generated from field: uint64 first_broken_seq = 3;
    */
@@ -2151,7 +2158,8 @@ export type VerifyAuditResponse = Message<"fabric.registry.v1.VerifyAuditRespons
 
   /**
    * Why it failed (e.g. `hash mismatch`, `prev_hash does not match seq 41`,
-   * `seq 42 missing`); empty when ok.
+   * `seq 42 missing`, `rewritten: ... checkpoint ...`, `truncated: ...`,
+   * `checkpoint ... signature ...`); empty when ok.
    *
    * @generated from field: string problem = 4;
    */
@@ -2636,10 +2644,12 @@ export const RegistryService: GenService<{
     output: typeof CreateOrganizationResponseSchema;
   },
   /**
-   * Returns one organization.
+   * Returns one organization. An organization a cluster-admin's cluster does
+   * not serve (holds no workload of it, egress pool offered to it or role
+   * assignment scoped to it) is NotFound, as if it did not exist.
    *
-   * Callable by: platform-admin; cluster-admin; org-admin of the
-   * organization.
+   * Callable by: platform-admin; cluster-admin (only organizations their
+   * cluster serves); org-admin of the organization.
    *
    * @generated from rpc fabric.registry.v1.RegistryService.GetOrganization
    */
@@ -2651,7 +2661,8 @@ export const RegistryService: GenService<{
   /**
    * Lists organizations, ordered by id.
    *
-   * Callable by: platform-admin; cluster-admin.
+   * Callable by: platform-admin; cluster-admin (only organizations their
+   * cluster serves: see GetOrganization).
    *
    * @generated from rpc fabric.registry.v1.RegistryService.ListOrganizations
    */
@@ -2714,7 +2725,12 @@ export const RegistryService: GenService<{
   /**
    * Creates the node (or attaches an existing one) and its membership in a
    * cluster after enrollment approved a join request, and records the granted
-   * roles as role assignments. Idempotent per join request id.
+   * roles as role assignments. Idempotent per join request id. Attaching an
+   * existing node needs an approver (`approved_by`) whose active certificate,
+   * as the CA records it, covers every cluster the node is in and the joined
+   * one (PermissionDenied otherwise). It never changes what the node's other
+   * memberships hold: capabilities, facts, roles and certificate serial live
+   * per membership.
    *
    * Callable by: the enrollment service identity only.
    *
@@ -2729,7 +2745,9 @@ export const RegistryService: GenService<{
    * Returns one node with its memberships and latest heartbeat.
    *
    * Callable by: platform-admin; cluster-admin of a cluster the node is a
-   * member of (only that membership is shown).
+   * member of (only that membership is shown); the enrollment service (every
+   * membership, to check that an approval attaching a host to an existing
+   * node stays in the approver's scope).
    *
    * @generated from rpc fabric.registry.v1.RegistryService.GetNode
    */
@@ -2845,6 +2863,9 @@ export const RegistryService: GenService<{
    * organization. Fails with FailedPrecondition unless the node has an active
    * membership in the cluster and reports every capability the role
    * requires. Assigning an existing assignment again returns it unchanged.
+   * A cluster-admin may only name an organization its cluster already serves
+   * (PermissionDenied otherwise); only a platform-admin binds an organization
+   * to a cluster for the first time.
    *
    * Callable by: platform-admin; cluster-admin of the cluster.
    *
@@ -2883,8 +2904,14 @@ export const RegistryService: GenService<{
   /**
    * Creates or replaces a workload's desired state. Enforces the environment
    * guard rules (`dev` may mount, sync and reload, image optional; `tst` and
-   * `pro` need an image, `pro` digest-pinned, no mounts, sync or reload) and
-   * fails with InvalidArgument naming the offending field.
+   * `pro` run a container image, never RUNTIME_NATIVE, with no mounts, sync
+   * or reload; `pro` images are digest-pinned and run exactly as built, so
+   * command, args and working_dir must be empty) and the WorkloadSpec rules
+   * on environment variables and secrets, and fails with InvalidArgument
+   * naming the offending field. A cluster-admin may only name an
+   * organization its cluster already serves (PermissionDenied otherwise);
+   * only a platform-admin binds an organization to a cluster for the first
+   * time.
    *
    * Callable by: platform-admin; cluster-admin of the workload's cluster.
    *
@@ -2944,7 +2971,10 @@ export const RegistryService: GenService<{
     output: typeof ListWorkloadStatusResponseSchema;
   },
   /**
-   * Creates an egress pool, visible to the listed organizations.
+   * Creates an egress pool, visible to the listed organizations. A
+   * cluster-admin may only list organizations its cluster already serves
+   * (PermissionDenied otherwise); only a platform-admin binds an organization
+   * to a cluster for the first time.
    *
    * Callable by: platform-admin; cluster-admin of the cluster.
    *
@@ -3007,8 +3037,11 @@ export const RegistryService: GenService<{
     output: typeof ListAuditResponseSchema;
   },
   /**
-   * Recomputes the audit hash chain over a range and reports the first
-   * record where it breaks.
+   * Recomputes the registry's audit hash chain over a range, checks it against
+   * every checkpoint the registry service signed of it, and reports the first
+   * record where either breaks: a changed record, a record rewritten with the
+   * rest of the chain re-hashed (reported at that record), or records removed
+   * from the end (reported from the first missing record).
    *
    * Callable by: platform-admin.
    *
@@ -3022,7 +3055,9 @@ export const RegistryService: GenService<{
   /**
    * Organization view: a summary of one organization.
    *
-   * Callable by: org-admin of the organization; platform-admin.
+   * Callable by: org-admin of the organization; platform-admin; the
+   * enrollment service (to check that an org-admin's developer defaults to a
+   * cluster serving its organization).
    *
    * @generated from rpc fabric.registry.v1.RegistryService.GetOrgOverview
    */
@@ -3074,7 +3109,11 @@ export const RegistryService: GenService<{
    * acknowledges them and sends directives. The node and cluster are those of
    * the client certificate. One session per node and cluster: a new session
    * replaces the old one. The stream is cut within a second if the node's
-   * certificate is revoked or its membership disabled.
+   * certificate is revoked or its membership disabled. The status of a
+   * workload not placed on the node, and a probe of a peer that is not a
+   * member of the node's cluster, are acknowledged but not recorded (counted
+   * and audited); a report about another cluster's workload ends the session
+   * with PermissionDenied.
    *
    * Callable by: node principals, for themselves.
    *
