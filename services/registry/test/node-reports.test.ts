@@ -207,15 +207,16 @@ describe("free text with control or bidi characters", () => {
   });
 
   it("is refused in admins' names and reasons; multi-line notes keep line breaks", async () => {
+    // Each call starts only when it is awaited: a refusal arriving before its turn would go unhandled.
     for (const [field, call] of [
-      ["name", admin.createCluster({ clusterId: "c-text", name: `One${BIDI}` })],
+      ["name", () => admin.createCluster({ clusterId: "c-text", name: `One${BIDI}` })],
       [
         "description",
-        admin.createOrganization({ organizationId: "o-text", name: "x", description: ESC_CLEAR }),
+        () => admin.createOrganization({ organizationId: "o-text", name: "x", description: ESC_CLEAR }),
       ],
-      ["reason", admin.disableMembership({ membershipId: "m-x", reason: `rack\rmove` })],
+      ["reason", () => admin.disableMembership({ membershipId: "m-x", reason: `rack\rmove` })],
     ] as const) {
-      const err = await refusal(call);
+      const err = await refusal(call());
       expect(err.code, field).toBe(Code.InvalidArgument);
       expect(err.rawMessage, field).toContain(`${field} must not contain control or bidi characters`);
     }
